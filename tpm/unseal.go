@@ -1,0 +1,207 @@
+package tpm
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/volcrypt/volcrypt/internal/secret"
+)
+
+// Unseal recovers the secret sealed in s. pin is needed when s.PIN is set
+// (ErrPINRequired otherwise) and ignored otherwise.
+//
+// The policy session and the session that encrypts the response are both
+// salted with the parent key, so neither the PIN-derived auth value nor the
+// secret crosses the bus in clear. Failures wrap ErrPCRMismatch
+// (*PCRMismatchError), ErrBadPIN (*BadPINError), ErrLockout (*LockoutError)
+// or, from a TPM that cannot be opened, ErrNoTPM. The caller wipes the result.
+func Unseal(t transport.TPM, s *Sealed, pin []byte) (_ []byte, err error) {
+	if s == nil {
+		return nil, errors.New("unseal: no sealed object")
+	}
+	if s.PIN && len(pin) == 0 {
+		return nil, fmt.Errorf("unseal: %w", ErrPINRequired)
+	}
+	if len(s.PolicyHash) == 0 {
+		return nil, errors.New("unseal: sealed object has no policy hash")
+	}
+	pcrs, err := checkPCRs(s.PCRs)
+	if err != nil {
+		return nil, fmt.Errorf("unseal: %w", err)
+	}
+	alg, _, err := bankAlg(s.PCRBank)
+	if err != nil {
+		return nil, fmt.Errorf("unseal: %w", err)
+	}
+	priv, pub, err := splitBlob(s.Blob)
+	if err != nil {
+		return nil, fmt.Errorf("unseal: %w", err)
+	}
+	t = withRetry(t)
+
+	parent, err := unsealParent(t, s)
+	if err != nil {
+		return nil, fmt.Errorf("unseal: %w", mapTPMError(t, err, s))
+	}
+	defer func() { err = errors.Join(err, parent.close(t)) }()
+
+	loaded, err := tpm2.Load{
+		ParentHandle: tpm2.AuthHandle{Handle: parent.handle, Name: parent.name, Auth: tpm2.PasswordAuth(nil)},
+		InPrivate:    priv,
+		InPublic:     pub,
+	}.Execute(t)
+	if err != nil {
+		return nil, fmt.Errorf("unseal: load sealed object: %w", mapTPMError(t, err, s))
+	}
+	defer func() {
+		if _, ferr := (tpm2.FlushContext{FlushHandle: loaded.ObjectHandle}).Execute(t); ferr != nil {
+			err = errors.Join(err, fmt.Errorf("flush sealed object: %w", ferr))
+		}
+	}()
+
+	policy, err := startSession(t, sessionKind{policy: true, saltKey: parent.handle, saltPub: &parent.public})
+	if err != nil {
+		return nil, fmt.Errorf("unseal: %w", mapTPMError(t, err, s))
+	}
+	defer func() { err = errors.Join(err, policy.flush(t)) }()
+	if _, err := (tpm2.PolicyPCR{PolicySession: policy.handle, Pcrs: pcrSelection(alg, pcrs)}).Execute(t); err != nil {
+		return nil, fmt.Errorf("unseal: PolicyPCR: %w", mapTPMError(t, err, s))
+	}
+	if s.PIN {
+		if _, err := (tpm2.PolicyAuthValue{PolicySession: policy.handle}).Execute(t); err != nil {
+			return nil, fmt.Errorf("unseal: PolicyAuthValue: %w", err)
+		}
+	}
+	dig, err := tpm2.PolicyGetDigest{PolicySession: policy.handle}.Execute(t)
+	if err != nil {
+		return nil, fmt.Errorf("unseal: PolicyGetDigest: %w", err)
+	}
+	if subtle.ConstantTimeCompare(dig.PolicyDigest.Buffer, s.PolicyHash) != 1 {
+		return nil, fmt.Errorf("unseal: %w", &PCRMismatchError{Bank: bankName(s.PCRBank), PCRs: slices.Clone(pcrs)})
+	}
+	if s.PIN {
+		auth := pinAuthValue(pin, s.Salt)
+		policy.setAuth(auth)
+		secret.Wipe(auth)
+	}
+
+	enc, err := startSession(t, sessionKind{encOut: true, saltKey: parent.handle, saltPub: &parent.public})
+	if err != nil {
+		return nil, fmt.Errorf("unseal: %w", mapTPMError(t, err, s))
+	}
+	defer func() { err = errors.Join(err, enc.flush(t)) }()
+
+	rsp, err := tpm2.Unseal{
+		ItemHandle: tpm2.AuthHandle{Handle: loaded.ObjectHandle, Name: loaded.Name, Auth: policy},
+	}.Execute(t, enc)
+	if err != nil {
+		return nil, fmt.Errorf("unseal: %w", mapTPMError(t, err, s))
+	}
+	out := slices.Clone(rsp.OutData.Buffer)
+	secret.Wipe(rsp.OutData.Buffer)
+	return out, nil
+}
+
+// unsealParent returns the parent key of s: the persistent SRK checked
+// against the serialized one in s.SRK (recreated transiently from the SRK
+// template if the handle is empty), or a transient primary key as systemd 252
+// creates it.
+func unsealParent(t transport.TPM, s *Sealed) (*parentKey, error) {
+	if len(s.SRK) == 0 {
+		return createPrimary(t, s.PrimaryAlg, false)
+	}
+	want, err := parseSRK(s.SRK)
+	if err != nil {
+		return nil, err
+	}
+	p, err := readSRK(t)
+	if err != nil {
+		return nil, err
+	}
+	if p == nil {
+		alg, err := algName(&want.public)
+		if err != nil {
+			return nil, err
+		}
+		if p, err = createPrimary(t, alg, true); err != nil {
+			return nil, err
+		}
+	}
+	if !bytes.Equal(p.name.Buffer, want.name) {
+		return nil, errors.Join(
+			fmt.Errorf("SRK of this TPM does not match the token's tpm2_srk (another TPM, or the owner hierarchy was cleared)"),
+			p.close(t))
+	}
+	return p, nil
+}
+
+// daInfo holds the TPM's dictionary-attack state.
+type daInfo struct {
+	counter, max, interval int
+}
+
+// readDAInfo reads TPM_PT_LOCKOUT_COUNTER, TPM_PT_MAX_AUTH_FAIL and
+// TPM_PT_LOCKOUT_INTERVAL.
+func readDAInfo(t transport.TPM) (daInfo, error) {
+	info := daInfo{counter: -1, max: -1, interval: -1}
+	rsp, err := tpm2.GetCapability{
+		Capability:    tpm2.TPMCapTPMProperties,
+		Property:      uint32(tpm2.TPMPTLockoutCounter),
+		PropertyCount: 3,
+	}.Execute(t)
+	if err != nil {
+		return info, fmt.Errorf("read dictionary-attack state: %w", err)
+	}
+	props, err := rsp.CapabilityData.Data.TPMProperties()
+	if err != nil {
+		return info, fmt.Errorf("read dictionary-attack state: %w", err)
+	}
+	for _, p := range props.TPMProperty {
+		switch p.Property {
+		case tpm2.TPMPTLockoutCounter:
+			info.counter = int(p.Value)
+		case tpm2.TPMPTMaxAuthFail:
+			info.max = int(p.Value)
+		case tpm2.TPMPTLockoutInterval:
+			info.interval = int(p.Value)
+		}
+	}
+	return info, nil
+}
+
+// mapTPMError turns TPM response codes into this package's typed errors.
+// Other errors are returned unchanged.
+func mapTPMError(t transport.TPM, err error, s *Sealed) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, tpm2.TPMRCLockout):
+		le := &LockoutError{}
+		if info, ierr := readDAInfo(t); ierr == nil && info.interval > 0 {
+			le.IntervalSeconds = info.interval
+		}
+		return le
+	case errors.Is(err, tpm2.TPMRCAuthFail), errors.Is(err, tpm2.TPMRCBadAuth):
+		if s == nil || !s.PIN {
+			return err
+		}
+		be := &BadPINError{TriesLeft: -1, MaxTries: -1}
+		if info, ierr := readDAInfo(t); ierr == nil && info.max >= 0 && info.counter >= 0 {
+			be.MaxTries = info.max
+			be.TriesLeft = max(info.max-info.counter, 0)
+		}
+		return be
+	case errors.Is(err, tpm2.TPMRCPolicyFail), errors.Is(err, tpm2.TPMRCPCRChanged):
+		if s == nil {
+			return err
+		}
+		return &PCRMismatchError{Bank: bankName(s.PCRBank), PCRs: slices.Clone(s.PCRs)}
+	}
+	return err
+}
