@@ -256,3 +256,5 @@ func TestSeqIDPicksNewerCopy(t *testing.T) {
 	require.Equal(t, uint64(6), got.SeqID)
 	require.Len(t, got.Damaged, 1)
 }
+
+func cheapLimits() kdf.Limits { return kdf.DefaultLimits() }
