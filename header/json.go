@@ -464,3 +464,6 @@ func withStringKeys[T any](m map[int]T) map[string]T {
 	}
 	return out
 }
+
+// MarshalJSON encodes the metadata as it is stored in the header.
+func (m *Metadata) MarshalJSON() ([]byte, error) { return m.marshal() }

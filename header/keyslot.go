@@ -340,3 +340,40 @@ func WipeArea(w io.WriterAt, a Area) error {
 	}
 	return nil
 }
+
+// MoveKeyslot renumbers key slot from as to, with the digest and token
+// references that name it.
+func (h *Header) MoveKeyslot(from, to int) error {
+	k, ok := h.Meta.Keyslots[from]
+	if !ok {
+		return fmt.Errorf("key slot %d: %w", from, ErrKeyslotNotFound)
+	}
+	if _, used := h.Meta.Keyslots[to]; used {
+		return fmt.Errorf("key slot %d: %w", to, ErrKeyslotInUse)
+	}
+	delete(h.Meta.Keyslots, from)
+	h.Meta.Keyslots[to] = k
+	rename := func(ids []int) []int {
+		for i, id := range ids {
+			if id == from {
+				ids[i] = to
+			}
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	for _, d := range h.Meta.Digests {
+		d.Keyslots = rename(d.Keyslots)
+	}
+	for tid, raw := range h.Meta.Tokens {
+		var t tokenHeader
+		if json.Unmarshal(raw, &t) == nil && t.Keyslots.Contains(from) {
+			updated, err := setTokenKeyslots(raw, rename(slices.Clone(t.Keyslots)))
+			if err != nil {
+				return fmt.Errorf("token %d: %w", tid, err)
+			}
+			h.Meta.Tokens[tid] = updated
+		}
+	}
+	return nil
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/volcrypt/volcrypt/volume"
+)
+
+func (a *app) formatCommand() *cobra.Command {
+	var (
+		o       volume.FormatOptions
+		key     keyFlags
+		kf      kdfFlags
+		mdSize  sizeFlag
+		ksSize  sizeFlag
+		header  string
+		offset  uint64
+		vkFile  string
+		typeArg string
+	)
+	cmd := &cobra.Command{
+		Use:   "format [flags] DEVICE",
+		Short: "Create a LUKS2 volume (destroys the device's data)",
+		Example: `  volcrypt format /dev/sdb1
+  volcrypt format --key-file key.bin --iter-time 1000 disk.img
+  volcrypt format --pbkdf pbkdf2 --sector-size 512 --label backup disk.img`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if typeArg != "luks2" {
+				return usageError{fmt.Errorf("--type %s: volcrypt formats luks2 only", typeArg)}
+			}
+			device := args[0]
+			o.KDF = kf.options()
+			o.Hash = kf.hash
+			o.Keyslot = key.slot
+			o.MetadataSizeBytes = int64(mdSize)
+			o.KeyslotsSizeBytes = int64(ksSize)
+			o.OffsetBytes = int64(offset) * 512
+			o.HeaderFile = header
+			o.Logger = a.log
+			if vkFile != "" {
+				vk, err := readVolumeKeyFile(vkFile, o.KeySizeBits)
+				if err != nil {
+					return err
+				}
+				defer vk.Wipe()
+				o.VolumeKey = vk.Bytes()
+			}
+			if err := a.confirm(fmt.Sprintf("This will overwrite data on %s irrevocably.", device)); err != nil {
+				return err
+			}
+			o.Force = a.batch
+			pass, err := a.passphrase(key, fmt.Sprintf("Enter passphrase for %s: ", device), true)
+			if err != nil {
+				return err
+			}
+			defer pass.Wipe()
+			v, err := volume.Format(cmd.Context(), device, pass.Bytes(), o)
+			if err != nil {
+				return err
+			}
+			defer v.Close()
+			if a.json {
+				return a.printJSON(map[string]any{"device": device, "uuid": v.Header.UUID})
+			}
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	key.register(fs)
+	kf.register(fs)
+	fs.StringVarP(&o.Cipher, "cipher", "c", "aes-xts-plain64", "cipher specification of the data")
+	fs.IntVarP(&o.KeySizeBits, "key-size", "s", 512, "volume key size in bits")
+	fs.IntVar(&o.SectorSize, "sector-size", 0, "encryption sector size in bytes, 512–4096 (default 4096 when the device allows)")
+	fs.StringVar(&o.Label, "label", "", "label of the volume")
+	fs.StringVar(&o.Subsystem, "subsystem", "", "subsystem label of the volume")
+	fs.StringVar(&o.UUID, "uuid", "", "UUID of the volume (random by default)")
+	fs.Var(&mdSize, "luks2-metadata-size", "size of each header copy: 16k, 32k, … 4m")
+	fs.Var(&ksSize, "luks2-keyslots-size", "size of the key-slot area (e.g. 16m)")
+	fs.StringVar(&header, "header", "", "put the header in this file (detached header)")
+	fs.Uint64Var(&offset, "offset", 0, "start of the data in 512-byte sectors")
+	fs.StringVar(&vkFile, "volume-key-file", "", "use the volume key from this file instead of a random one")
+	fs.StringVarP(&typeArg, "type", "M", "luks2", "header type (luks2)")
+	a.addJSONFlag(cmd)
+	return cmd
+}
+
+func (a *app) addJSONFlag(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&a.json, "json", false, "print the result as JSON")
+}
