@@ -171,9 +171,12 @@ func configure(dev string, backing *os.File, name string, readOnly bool) (*Devic
 	copy(info.File_name[:len(info.File_name)-1], name)
 
 	cfg := unix.LoopConfig{Fd: uint32(backing.Fd()), Info: info}
-	cfg.Info.Flags |= unix.LO_FLAGS_DIRECT_IO
+	wantDIO := canDirectIO(name)
+	if wantDIO {
+		cfg.Info.Flags |= unix.LO_FLAGS_DIRECT_IO
+	}
 	errno := ioctlPtr(f, unix.LOOP_CONFIGURE, unsafe.Pointer(&cfg))
-	if errno == unix.EINVAL || errno == unix.EOPNOTSUPP {
+	if wantDIO && (errno == unix.EINVAL || errno == unix.EOPNOTSUPP) {
 		// Direct I/O refused by the backing file system: without it.
 		cfg.Info.Flags &^= unix.LO_FLAGS_DIRECT_IO
 		errno = ioctlPtr(f, unix.LOOP_CONFIGURE, unsafe.Pointer(&cfg))
@@ -201,9 +204,34 @@ func configure(dev string, backing *os.File, name string, readOnly bool) (*Devic
 		f.Close()
 		return nil, fmt.Errorf("set status of %s: %w", dev, errno)
 	}
-	_, _, dioErr := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.LOOP_SET_DIRECT_IO, 1)
-	d.DirectIO = dioErr == 0 && directIO(dev)
+	if canDirectIO(name) {
+		_, _, dioErr := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.LOOP_SET_DIRECT_IO, 1)
+		d.DirectIO = dioErr == 0 && directIO(dev)
+	}
 	return d, nil
+}
+
+// canDirectIO probes whether the backing file really does direct I/O: it
+// opens it with O_DIRECT and reads one aligned 4 KiB block. Some stacks
+// (overlayfs over tmpfs) let the loop driver enable direct I/O and then
+// fail every request with EIO, so the kernel's own check is not enough.
+func canDirectIO(path string) bool {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Size < 4096 {
+		return false
+	}
+	buf, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON)
+	if err != nil {
+		return false
+	}
+	defer unix.Munmap(buf)
+	n, err := unix.Pread(fd, buf, 0)
+	return err == nil && n == 4096
 }
 
 func ioctlPtr(f *os.File, req uint, arg unsafe.Pointer) unix.Errno {

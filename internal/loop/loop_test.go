@@ -42,6 +42,7 @@ func TestAttachDetach(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, d.Path, found)
 	require.Equal(t, uint32(7), d.Major())
+	t.Logf("%s: direct I/O %v", d.Path, d.DirectIO)
 
 	// Write through the loop device, read it back from the file.
 	f, err := os.OpenFile(d.Path, os.O_RDWR, 0)
