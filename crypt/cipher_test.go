@@ -451,3 +451,30 @@ func TestRandomSplits(t *testing.T) {
 		}
 	}
 }
+
+// TestLargeCalls covers calls big enough to be split over CPUs, with sizes
+// that do not divide evenly, against x/crypto/xts sector by sector.
+func TestLargeCalls(t *testing.T) {
+	key := randBytes(t, 64)
+	ref, err := xts.NewCipher(aes.NewCipher, key)
+	require.NoError(t, err)
+	for _, ss := range []int{512, 4096} {
+		c, err := New("aes-xts-plain64", key, ss)
+		require.NoError(t, err)
+		for _, size := range []int{parallelMin - ss, parallelMin, 4*parallelMin + 3*ss, 1<<20 + 7*ss} {
+			t.Run(fmt.Sprintf("sector%d/%d", ss, size), func(t *testing.T) {
+				plain := randBytes(t, size)
+				const iv = 1<<32 - 100
+				want := make([]byte, size)
+				for o := 0; o < size; o += ss {
+					ref.Encrypt(want[o:o+ss], plain[o:o+ss], iv+uint64(o/512))
+				}
+				got := append([]byte(nil), plain...)
+				require.NoError(t, c.Encrypt(got, got, iv))
+				require.Equal(t, want, got)
+				require.NoError(t, c.Decrypt(got, got, iv))
+				require.Equal(t, plain, got)
+			})
+		}
+	}
+}

@@ -12,7 +12,7 @@ const batchBytes = 8192
 
 // scratch is per-call working memory, taken from the Cipher's pool.
 type scratch struct {
-	tweaks [batchBytes]byte                              // one tweak per 16-byte block of the batch
+	tweaks [batchBytes]byte                             // one tweak per 16-byte block of the batch
 	first  [batchBytes / minSectorSize * blockSize]byte // each sector's initial tweak E_k2(IV)
 	iv     [blockSize]byte
 }
@@ -86,8 +86,9 @@ func expandTweaks(table, first []byte, sectorSize int) {
 		hi := binary.LittleEndian.Uint64(first[s+8:])
 		sec := table[o : o+sectorSize]
 		for j := 0; j+blockSize <= len(sec); j += blockSize {
-			binary.LittleEndian.PutUint64(sec[j:], lo)
-			binary.LittleEndian.PutUint64(sec[j+8:], hi)
+			t := (*[blockSize]byte)(sec[j:])
+			binary.LittleEndian.PutUint64(t[:8], lo)
+			binary.LittleEndian.PutUint64(t[8:], hi)
 			carry := hi >> 63
 			hi = hi<<1 | lo>>63
 			lo = lo<<1 ^ (0x87 & -carry)
