@@ -12,10 +12,10 @@ import (
 	"time"
 )
 
-// inVM skips the test unless it runs inside scripts/vmtest's VM.
-func inVM(t *testing.T) {
+// needVM skips the test unless it runs inside scripts/vmtest's VM.
+func needVM(t *testing.T) {
 	t.Helper()
-	if os.Getenv("VOLCRYPT_VM") != "1" {
+	if !inVM() {
 		t.Skip("not in the test VM (VOLCRYPT_VM unset): run go test -exec scripts/vmtest ./scripts/vm/")
 	}
 }
@@ -40,14 +40,14 @@ func needTool(t *testing.T, name string) {
 }
 
 func TestRoot(t *testing.T) {
-	inVM(t)
+	needVM(t)
 	if os.Geteuid() != 0 {
 		t.Fatalf("euid = %d, want 0", os.Geteuid())
 	}
 }
 
 func TestDeviceNodes(t *testing.T) {
-	inVM(t)
+	needVM(t)
 	nodes := []string{"/dev/mapper/control", "/dev/loop-control", "/dev/null", "/dev/urandom"}
 	if tpm := os.Getenv("VOLCRYPT_VM_TPM"); tpm != "" {
 		nodes = append(nodes, tpm, "/dev/tpm0")
@@ -76,7 +76,7 @@ func TestDeviceNodes(t *testing.T) {
 }
 
 func TestKernelFeatures(t *testing.T) {
-	inVM(t)
+	needVM(t)
 	misc, err := os.ReadFile("/proc/misc")
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +98,7 @@ func TestKernelFeatures(t *testing.T) {
 
 // TestTPM sends TPM2_GetRandom(8) to the kernel's resource manager and checks the answer.
 func TestTPM(t *testing.T) {
-	inVM(t)
+	needVM(t)
 	dev := os.Getenv("VOLCRYPT_VM_TPM")
 	if dev == "" {
 		t.Skip("no TPM (vmtest --no-tpm)")
@@ -132,7 +132,7 @@ func TestTPM(t *testing.T) {
 }
 
 func TestLoopDevice(t *testing.T) {
-	inVM(t)
+	needVM(t)
 	needTool(t, "losetup")
 	img := filepath.Join(t.TempDir(), "loop.img")
 	if err := os.WriteFile(img, make([]byte, 1<<20), 0o600); err != nil {
@@ -146,7 +146,7 @@ func TestLoopDevice(t *testing.T) {
 }
 
 func TestCryptsetupVersion(t *testing.T) {
-	inVM(t)
+	needVM(t)
 	needTool(t, "cryptsetup")
 	t.Log(strings.TrimSpace(run(t, "cryptsetup", "--version")))
 }
@@ -155,7 +155,7 @@ func TestCryptsetupVersion(t *testing.T) {
 // file, open, mkfs.ext4, mount, write, umount, close, reopen, read back. Without udev, libdevmapper
 // notices that udev is not running and makes /dev/mapper/NAME itself: no extra flags needed.
 func TestDMCryptSmoke(t *testing.T) {
-	inVM(t)
+	needVM(t)
 	for _, tool := range []string{"cryptsetup", "mkfs.ext4", "mount", "umount"} {
 		needTool(t, tool)
 	}
@@ -218,7 +218,7 @@ func TestDMCryptSmoke(t *testing.T) {
 
 // TestDisk checks the scratch disk is writable at both ends.
 func TestDisk(t *testing.T) {
-	inVM(t)
+	needVM(t)
 	disk := os.Getenv("VOLCRYPT_VM_DISK")
 	if disk == "" {
 		t.Skip("no disk (vmtest --no-disk)")
@@ -245,7 +245,7 @@ func TestDisk(t *testing.T) {
 }
 
 func TestScratch(t *testing.T) {
-	inVM(t)
+	needVM(t)
 	dir := os.Getenv("VOLCRYPT_VM_SCRATCH")
 	if dir == "" {
 		t.Fatal("VOLCRYPT_VM_SCRATCH unset")
