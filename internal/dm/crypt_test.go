@@ -139,6 +139,9 @@ func TestParseCryptKeepsUnknown(t *testing.T) {
 func FuzzParseCrypt(f *testing.F) {
 	f.Add("0 204800 crypt aes-xts-plain64 :64:logon:cryptsetup:" + testLUKSUUID + "-d0 0 7:0 32768")
 	f.Add("0 16 crypt aes-xts-plain64 0000 0 259:2 8 2 allow_discards sector_size:4096")
+	for _, tc := range cryptsetupTables {
+		f.Add(tc.line)
+	}
 	f.Fuzz(func(t *testing.T, line string) {
 		c, err := ParseCryptLine(line)
 		if err != nil {

@@ -57,10 +57,11 @@ const (
 	offSpecType   = 24
 )
 
-const (
-	initialBufferSize = 16 << 10
-	maxBufferSize     = 16 << 20
-)
+// Buffer sizes for ioctl replies: start small, double on DM_BUFFER_FULL_FLAG.
+// A variable so tests can force the retry path.
+var initialBufferSize = 16 << 10
+
+const maxBufferSize = 16 << 20
 
 // request is one ioctl buffer: a struct dm_ioctl followed by a data area.
 // The memory comes from a []uint64 so the header is 8-byte aligned.
@@ -79,7 +80,7 @@ func newRequest(size int) *request {
 	return &request{words: words, buf: buf}
 }
 
-func (r *request) u32(off int) uint32     { return binary.NativeEndian.Uint32(r.buf[off:]) }
+func (r *request) u32(off int) uint32       { return binary.NativeEndian.Uint32(r.buf[off:]) }
 func (r *request) setU32(off int, v uint32) { binary.NativeEndian.PutUint32(r.buf[off:], v) }
 
 // wipe zeroes the whole buffer; used for requests that carried key material.
