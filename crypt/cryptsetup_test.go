@@ -97,6 +97,9 @@ func TestCryptsetupReencryptOracle(t *testing.T) {
 		{"cbc-essiv-512", []string{"--cipher", "aes-cbc-essiv:sha256", "--key-size", "256"}, 512},
 		{"cbc-essiv-4096", []string{"--cipher", "aes-cbc-essiv:sha256", "--key-size", "256"}, 4096},
 		{"xts-plain-2048", []string{"--cipher", "aes-xts-plain", "--key-size", "512"}, 2048},
+		{"xts-plain64be-1024", []string{"--cipher", "aes-xts-plain64be", "--key-size", "512"}, 1024},
+		{"xts-essiv-4096", []string{"--cipher", "aes-xts-essiv:sha256", "--key-size", "512"}, 4096},
+		{"cbc-plain64-128bit-512", []string{"--cipher", "aes-cbc-plain64", "--key-size", "128"}, 512},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -21,7 +21,8 @@ type Device interface {
 	io.WriterAt
 }
 
-// segmentChunk bounds the staging buffer a write encrypts into.
+// segmentChunk is the size of the pooled staging buffers: whole-sector writes
+// encrypt through them, partial sectors are decrypted in them.
 const segmentChunk = 256 << 10
 
 // Segment is the plaintext view of an encrypted LUKS2 data segment: it reads
@@ -130,14 +131,14 @@ func (s *Segment) readSectors(p []byte, off int64) error {
 // readPartial decrypts the sector at sec and copies from byte skip of it
 // into p, returning how much it copied.
 func (s *Segment) readPartial(p []byte, sec int64, skip int) (int, error) {
-	var buf [maxSectorSize]byte
-	sector := buf[:s.c.SectorSize()]
+	bp := s.stageBuf.Get().(*[]byte)
+	defer s.stageBuf.Put(bp)
+	sector := (*bp)[:s.c.SectorSize()]
+	defer clear(sector) // plaintext
 	if err := s.readSectors(sector, sec); err != nil {
 		return 0, err
 	}
-	m := copy(p, sector[skip:])
-	clear(sector)
-	return m, nil
+	return copy(p, sector[skip:]), nil
 }
 
 // WriteAt encrypts p and writes it at plaintext offset off. A write that
@@ -202,9 +203,10 @@ func (s *Segment) writeSectors(p []byte, off int64) error {
 func (s *Segment) writePartial(p []byte, sec int64, skip int) (int, error) {
 	s.rmw.Lock()
 	defer s.rmw.Unlock()
-	var buf [maxSectorSize]byte
-	sector := buf[:s.c.SectorSize()]
-	defer clear(sector)
+	bp := s.stageBuf.Get().(*[]byte)
+	defer s.stageBuf.Put(bp)
+	sector := (*bp)[:s.c.SectorSize()]
+	defer clear(sector) // plaintext
 	if err := s.readSectors(sector, sec); err != nil {
 		return 0, err
 	}

@@ -197,3 +197,18 @@ func TestSegmentConcurrentWrites(t *testing.T) {
 		}
 	}
 }
+
+func TestSegmentAllocations(t *testing.T) {
+	c, err := New("aes-xts-plain64", randBytes(t, 64), 4096)
+	require.NoError(t, err)
+	dev := &memDev{buf: make([]byte, 1<<20)}
+	seg := NewSegment(dev, c, 0, 1<<20, 0)
+	p := make([]byte, 3*4096+100)
+	_, err = seg.WriteAt(p, 50) // warm the pools
+	require.NoError(t, err)
+	allocs := testing.AllocsPerRun(50, func() {
+		_, _ = seg.WriteAt(p, 50)
+		_, _ = seg.ReadAt(p, 50)
+	})
+	require.Zero(t, allocs)
+}
