@@ -189,4 +189,3 @@ func spacedHex(b []byte) string {
 	}
 	return strings.Join(parts, " ")
 }
-

@@ -5,6 +5,8 @@ import (
 	"syscall"
 
 	"github.com/volcrypt/volcrypt/header"
+	"github.com/volcrypt/volcrypt/internal/dm"
+	"github.com/volcrypt/volcrypt/internal/loop"
 	"github.com/volcrypt/volcrypt/internal/passphrase"
 	"github.com/volcrypt/volcrypt/kdf"
 	"github.com/volcrypt/volcrypt/volume"
@@ -24,12 +26,27 @@ const (
 // to do about it. This is the one place that does so.
 func exitCode(err error) (int, string) {
 	var cost *kdf.CostError
+	var busy *dm.BusyError
 	var req *header.RequirementsError
 	switch {
 	case errors.As(err, &cost):
 		return exitUsage, "the key slot's KDF cost is above volcrypt's safety limit; if you trust this header, raise the limit with " + cost.Flag
 	case errors.As(err, &req):
 		return exitUsage, "this volume needs features volcrypt does not implement; use cryptsetup for it"
+	case errors.As(err, &busy):
+		return exitBusyExists, "unmount it or stop what holds it, or close with --deferred"
+	case errors.Is(err, dm.ErrExists):
+		return exitBusyExists, "choose another name, or close the existing mapping first"
+	case errors.Is(err, dm.ErrBusy), errors.Is(err, loop.ErrBusy):
+		return exitBusyExists, ""
+	case errors.Is(err, dm.ErrNoDeviceMapper):
+		return exitWrongDev, "this kernel has no device-mapper (modprobe dm_crypt); scripts/vmtest runs volcrypt in a VM that has it"
+	case errors.Is(err, dm.ErrNotFound):
+		return exitWrongDev, ""
+	case errors.Is(err, loop.ErrNoLoop):
+		return exitWrongDev, "modprobe loop"
+	case errors.Is(err, dm.ErrPermission):
+		return exitNoKey, "run as root"
 	case errors.Is(err, header.ErrWrongKey):
 		return exitNoKey, ""
 	case errors.Is(err, volume.ErrPermission), errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EACCES):

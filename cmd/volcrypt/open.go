@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -13,19 +14,22 @@ func (a *app) openCommand() *cobra.Command {
 		key        keyFlags
 		headerFile string
 		test       bool
-		readOnly   bool
+		o          volume.ActivateOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "open [flags] DEVICE [NAME]",
 		Short: "Unlock a volume and map it as /dev/mapper/NAME (or only check a key with --test)",
+		Long: `Unlock a volume and create the dm-crypt mapping /dev/mapper/NAME, as cryptsetup open does.
+An image file is attached to a loop device, which goes away when the mapping is closed.`,
 		Example: `  volcrypt open disk.img data
+  volcrypt open --key-file key.bin --allow-discards /dev/sdb1 backup
   volcrypt open --test --key-file key.bin disk.img`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !test && len(args) != 2 {
-				return usageError{fmt.Errorf("open needs DEVICE and NAME (or --test)")}
+				return usageError{fmt.Errorf("open needs DEVICE and NAME (or --test to only check the key)")}
 			}
-			v, err := a.load(args[0], headerFile, test || readOnly)
+			v, err := a.load(args[0], headerFile, test || (o.ReadOnly && !o.Persistent))
 			if err != nil {
 				return err
 			}
@@ -47,7 +51,13 @@ func (a *app) openCommand() *cobra.Command {
 				fmt.Fprintf(a.stderr, "Key slot %d unlocked.\n", slot)
 				return nil
 			}
-			return fmt.Errorf("mapping not implemented yet")
+			if err := v.Activate(args[1], vk, o); err != nil {
+				return err
+			}
+			if a.json {
+				return a.printJSON(map[string]any{"keyslot": slot, "name": args[1], "device": "/dev/mapper/" + args[1]})
+			}
+			return nil
 		},
 	}
 	fs := cmd.Flags()
@@ -55,17 +65,65 @@ func (a *app) openCommand() *cobra.Command {
 	fs.StringVar(&headerFile, "header", "", "detached header file")
 	fs.BoolVar(&test, "test", false, "only check that the key opens the volume; map nothing")
 	fs.BoolVar(&test, "test-passphrase", false, "same as --test (cryptsetup's name)")
-	fs.BoolVar(&readOnly, "read-only", false, "map the volume read-only")
+	fs.BoolVarP(&o.ReadOnly, "read-only", "r", false, "map the volume read-only")
+	fs.BoolVar(&o.AllowDiscards, "allow-discards", false, "pass discard (TRIM) requests through")
+	fs.BoolVar(&o.SameCPUCrypt, "perf-same_cpu_crypt", false, "dm-crypt: encrypt on the CPU that issued the I/O")
+	fs.BoolVar(&o.SubmitFromCryptCPUs, "perf-submit_from_crypt_cpus", false, "dm-crypt: submit writes from the encrypting thread")
+	fs.BoolVar(&o.NoReadWorkqueue, "perf-no_read_workqueue", false, "dm-crypt: no workqueue for reads")
+	fs.BoolVar(&o.NoWriteWorkqueue, "perf-no_write_workqueue", false, "dm-crypt: no workqueue for writes")
+	fs.BoolVar(&o.Persistent, "persistent", false, "store the discard and performance flags in the header")
 	a.addJSONFlag(cmd)
 	return cmd
 }
 
 func (a *app) closeCommand() *cobra.Command {
-	return &cobra.Command{Use: "close NAME", Short: "Remove a mapping", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error { return fmt.Errorf("not implemented yet") }}
+	var deferred bool
+	cmd := &cobra.Command{
+		Use:     "close [flags] NAME",
+		Short:   "Remove the mapping /dev/mapper/NAME (made by volcrypt or cryptsetup)",
+		Example: `  volcrypt close data`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return volume.Deactivate(args[0], deferred)
+		},
+	}
+	cmd.Flags().BoolVar(&deferred, "deferred", false, "if the mapping is in use, remove it at its last close")
+	return cmd
 }
 
 func (a *app) statusCommand() *cobra.Command {
-	return &cobra.Command{Use: "status NAME", Short: "Show a mapping", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error { return fmt.Errorf("not implemented yet") }}
+	cmd := &cobra.Command{
+		Use:     "status [flags] NAME",
+		Short:   "Show the mapping /dev/mapper/NAME: type, cipher, device, offset, size, flags",
+		Example: `  volcrypt status data
+  volcrypt status --json data`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := volume.MappingStatus(args[0])
+			if err != nil {
+				return err
+			}
+			if a.json {
+				return a.printJSON(s)
+			}
+			w := a.stdout
+			inUse := ""
+			if s.InUse {
+				inUse = " and is in use"
+			}
+			fmt.Fprintf(w, "/dev/mapper/%s is active%s.\n", s.Name, inUse)
+			fmt.Fprintf(w, "  type:    %s\n  cipher:  %s\n  keysize: %d bits\n  key location: %s\n", orNone(s.Type, "n/a"), s.Cipher, s.KeyBits, s.KeyLocation)
+			fmt.Fprintf(w, "  device:  %s\n", s.Device)
+			if s.LoopFile != "" {
+				fmt.Fprintf(w, "  loop:    %s\n", s.LoopFile)
+			}
+			fmt.Fprintf(w, "  sector size:  %d\n  offset:  %d sectors\n  size:    %d sectors\n  mode:    %s\n", s.SectorSize, s.OffsetSectors, s.SizeSectors, s.Mode)
+			if len(s.Flags) > 0 {
+				fmt.Fprintf(w, "  flags:   %s\n", strings.Join(s.Flags, " "))
+			}
+			return nil
+		},
+	}
+	a.addJSONFlag(cmd)
+	return cmd
 }

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"crypto/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/volcrypt/volcrypt/internal/dm"
+)
+
+// The TestVM tests need a kernel with device-mapper and loop devices and run
+// as root: scripts/test runs them in scripts/vmtest's VM.
+
+func inVM(t *testing.T) {
+	t.Helper()
+	if os.Getenv("VOLCRYPT_VM") != "1" {
+		t.Skip("needs device-mapper as root: runs in the VM (go test -exec scripts/vmtest -run TestVM ./cmd/volcrypt/)")
+	}
+}
+
+func sh(t *testing.T, script string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("sh", append([]string{"-ec", script, "sh"}, args...)...).CombinedOutput()
+	require.NoError(t, err, "%s: %s", script, out)
+	return string(out)
+}
+
+func loopDevices(t *testing.T) string {
+	t.Helper()
+	out, _ := exec.Command("losetup", "-a").CombinedOutput()
+	return strings.TrimSpace(string(out))
+}
+
+// writeFiles makes a file system on dev, writes random files and returns
+// their checksums.
+func writeFiles(t *testing.T, dev string) string {
+	t.Helper()
+	mnt := t.TempDir()
+	sh(t, `mkfs.ext4 -q -F "$1" && mount "$1" "$2" && for i in 1 2 3; do head -c $((i*100000)) /dev/urandom > "$2/f$i"; done && (cd "$2" && sha256sum f1 f2 f3) > "$2.sums" && umount "$2"`, dev, mnt)
+	b, err := os.ReadFile(mnt + ".sums")
+	require.NoError(t, err)
+	return string(b)
+}
+
+// checkFiles mounts dev read-only and compares the files with sums.
+func checkFiles(t *testing.T, dev, sums string) {
+	t.Helper()
+	mnt := t.TempDir()
+	got := sh(t, `mount -o ro "$1" "$2" && (cd "$2" && sha256sum f1 f2 f3); umount "$2"`, dev, mnt)
+	require.Equal(t, sums, got)
+}
+
+func TestVMOpenCloseBothWays(t *testing.T) {
+	inVM(t)
+	kf := keyFile(t, "vm passphrase")
+
+	t.Run("volcrypt-format-cryptsetup-reads", func(t *testing.T) {
+		img := image(t, 64<<20)
+		mustRun(t, "", append(append([]string{"format", "-q", "--key-file", kf}, cheap...), img)...)
+		mustRun(t, "", "open", "--key-file", kf, img, "vc1")
+		st := mustRun(t, "", "status", "vc1")
+		require.Contains(t, st.stdout, "LUKS2")
+		require.Contains(t, st.stdout, img)
+		sums := writeFiles(t, "/dev/mapper/vc1")
+		mustRun(t, "", "close", "vc1")
+		require.Empty(t, loopDevices(t), "closing must detach the loop device")
+
+		mustCryptsetup(t, "open", "--key-file", kf, img, "cs1")
+		checkFiles(t, "/dev/mapper/cs1", sums)
+		// volcrypt reads and closes cryptsetup's mapping.
+		st = mustRun(t, "", "status", "--json", "cs1")
+		require.Contains(t, st.stdout, `"type": "LUKS2"`)
+		mustRun(t, "", "close", "cs1")
+	})
+
+	t.Run("cryptsetup-format-volcrypt-reads", func(t *testing.T) {
+		img := image(t, 64<<20)
+		mustCryptsetup(t, "luksFormat", "-q", "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", kf, img)
+		mustCryptsetup(t, "open", "--key-file", kf, img, "cs2")
+		sums := writeFiles(t, "/dev/mapper/cs2")
+		mustCryptsetup(t, "close", "cs2")
+		mustRun(t, "", "open", "--key-file", kf, img, "vc2")
+		checkFiles(t, "/dev/mapper/vc2", sums)
+		out := mustCryptsetup(t, "status", "vc2")
+		require.Contains(t, out, "type:    LUKS2")
+		mustCryptsetup(t, "close", "vc2")
+		require.Empty(t, loopDevices(t))
+	})
+}
+
+// TestVMTableMatchesCryptsetup compares the table of volcrypt's mapping with
+// cryptsetup's for the same volume and options.
+func TestVMTableMatchesCryptsetup(t *testing.T) {
+	inVM(t)
+	kf := keyFile(t, "table")
+	for _, tc := range []struct {
+		name   string
+		format []string
+		vc, cs []string
+	}{
+		{"sector4096", nil, nil, nil},
+		{"sector512", []string{"--sector-size", "512"}, nil, nil},
+		{"discards-readonly", nil, []string{"--allow-discards", "--read-only"}, []string{"--allow-discards", "--readonly"}},
+		{"perf", nil,
+			[]string{"--perf-same_cpu_crypt", "--perf-submit_from_crypt_cpus", "--perf-no_read_workqueue", "--perf-no_write_workqueue"},
+			[]string{"--perf-same_cpu_crypt", "--perf-submit_from_crypt_cpus", "--perf-no_read_workqueue", "--perf-no_write_workqueue"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img := image(t, 48<<20)
+			mustRun(t, "", append(append(append([]string{"format", "-q", "--key-file", kf}, cheap...), tc.format...), img)...)
+			mustRun(t, "", append(append([]string{"open", "--key-file", kf}, tc.vc...), img, "tv")...)
+			ours, err := dm.Table("tv")
+			require.NoError(t, err)
+			info, err := dm.GetInfo("tv")
+			require.NoError(t, err)
+			mustRun(t, "", "close", "tv")
+
+			mustCryptsetup(t, append(append([]string{"open", "--key-file", kf}, tc.cs...), img, "tc")...)
+			theirs, err := dm.Table("tc")
+			require.NoError(t, err)
+			tinfo, err := dm.GetInfo("tc")
+			require.NoError(t, err)
+			mustCryptsetup(t, "close", "tc")
+
+			require.Len(t, ours, 1)
+			require.Len(t, theirs, 1)
+			// The loop device may differ between the two opens; the rest must not.
+			o, th := ours[0], theirs[0]
+			o.Params = maskDevice(o.Params)
+			th.Params = maskDevice(th.Params)
+			require.Equal(t, th, o)
+			require.Equal(t, tinfo.ReadOnly, info.ReadOnly)
+			require.Equal(t, strings.TrimSuffix(tinfo.UUID, "-tc"), strings.TrimSuffix(info.UUID, "-tv"))
+		})
+	}
+}
+
+// maskDevice replaces the backing device (the 4th field of a crypt table's
+// parameters) with a placeholder.
+func maskDevice(params string) string {
+	f := strings.Fields(params)
+	if len(f) > 3 {
+		f[3] = "DEV"
+	}
+	return strings.Join(f, " ")
+}
+
+func TestVMFailuresLeaveNothing(t *testing.T) {
+	inVM(t)
+	kf := keyFile(t, "right")
+	img := image(t, 48<<20)
+	mustRun(t, "", append(append([]string{"format", "-q", "--key-file", kf}, cheap...), img)...)
+
+	r := volcrypt(t, "", "open", "--key-file", keyFile(t, "wrong"), img, "f1")
+	require.Equal(t, 2, r.code, r.stderr)
+	_, err := os.Stat("/dev/mapper/f1")
+	require.True(t, os.IsNotExist(err), "a wrong key must create no mapping")
+	require.Empty(t, loopDevices(t), "a wrong key must leave no loop device")
+
+	mustRun(t, "", "open", "--key-file", kf, img, "f1")
+	r = volcrypt(t, "", "open", "--key-file", kf, img, "f1")
+	require.Equal(t, 5, r.code, "opening an existing name: %s", r.stderr)
+
+	mnt := t.TempDir()
+	sh(t, `mkfs.ext4 -q -F /dev/mapper/f1 && mount /dev/mapper/f1 "$1"`, mnt)
+	r = volcrypt(t, "", "close", "f1")
+	require.Equal(t, 5, r.code, r.stderr)
+	require.Contains(t, r.stderr, "mounted on "+mnt)
+	sh(t, `umount "$1"`, mnt)
+	mustRun(t, "", "close", "f1")
+	require.Empty(t, loopDevices(t))
+
+	mustRun(t, "", "open", "--read-only", "--key-file", kf, img, "f2")
+	buf := make([]byte, 4096)
+	_, _ = rand.Read(buf)
+	f, err := os.OpenFile("/dev/mapper/f2", os.O_WRONLY, 0)
+	if err == nil {
+		_, err = f.Write(buf)
+		f.Close()
+	}
+	require.Error(t, err, "a read-only mapping must refuse writes")
+	st := mustRun(t, "", "status", "f2")
+	require.Contains(t, st.stdout, "readonly")
+	mustRun(t, "", "close", "f2")
+	require.Empty(t, loopDevices(t))
+	_ = filepath.Join
+}
