@@ -199,6 +199,9 @@ func TestSegmentConcurrentWrites(t *testing.T) {
 }
 
 func TestSegmentAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items under the race detector")
+	}
 	c, err := New("aes-xts-plain64", randBytes(t, 64), 4096)
 	require.NoError(t, err)
 	dev := &memDev{buf: make([]byte, 1<<20)}
