@@ -93,8 +93,8 @@ func (a *app) closeCommand() *cobra.Command {
 
 func (a *app) statusCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:     "status [flags] NAME",
-		Short:   "Show the mapping /dev/mapper/NAME: type, cipher, device, offset, size, flags",
+		Use:   "status [flags] NAME",
+		Short: "Show the mapping /dev/mapper/NAME: type, cipher, device, offset, size, flags",
 		Example: `  volcrypt status data
   volcrypt status --json data`,
 		Args: cobra.ExactArgs(1),
