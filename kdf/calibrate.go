@@ -38,7 +38,7 @@ const (
 	relaxAfter          = 3
 	percentRelaxedLeast = 85
 	percentRelaxedMost  = 120
-	phase2Budget        = 3
+	phase2Budget        = 2
 	fastSamples         = 3  // short samples per step while searching; the minimum counts
 	maxFullRounds       = 8  // full-length Argon2 measurements at most
 	maxSearchSteps      = 40 // guards every growth loop
@@ -75,8 +75,11 @@ type CalibrateOptions struct {
 // memory grows until a derivation takes the target (95–110 % accepted); only
 // once memory reaches its cap does the time cost grow. Short samples come in
 // threes and the fastest counts, since noise only ever slows a run down; a
-// full-length run that comes out too slow is repeated once. PBKDF2 is timed by
-// the CPU time of its thread and scaled from samples of at most 250 ms; the
+// full-length run that comes out too slow is repeated once. Full-length runs
+// stop after about twice the target (the window widens to 85–120 % after
+// three), and the last extrapolation is then returned, so calibration takes
+// about two to four times the target. PBKDF2 is timed by the CPU time of its
+// thread and scaled from samples of at most 100 ms; the
 // result is at least MinPBKDF2Iterations.
 //
 // The context is checked between measurements; one running derivation is
@@ -127,7 +130,7 @@ func Calibrate(ctx context.Context, o CalibrateOptions) (Params, error) {
 		}
 		return p, nil
 	default:
-		return Params{}, fmt.Errorf("calibrate: %w: unknown algorithm %q", ErrInvalidParams, o.Algorithm)
+		return Params{}, fmt.Errorf("calibrate: %w: unknown algorithm %q", ErrInvalidParams, clip(o.Algorithm))
 	}
 }
 
@@ -186,7 +189,7 @@ func calibratePBKDF2(ctx context.Context, hash string, keyLen int, target time.D
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 
-	sample := min(max(target/8, 15*time.Millisecond), 250*time.Millisecond)
+	sample := min(max(target/16, 15*time.Millisecond), 100*time.Millisecond)
 	p := Params{Algorithm: PBKDF2, Hash: hash, Time: 1024}
 	measure := func() (time.Duration, error) {
 		if err := ctx.Err(); err != nil {
@@ -246,10 +249,14 @@ type argon2Bench struct {
 }
 
 // measure runs Argon2 with b.p up to samples times and returns the fastest
-// wall-clock time; a run below stopBelow ends the series early.
-func (b *argon2Bench) measure(samples int, stopBelow time.Duration) (time.Duration, error) {
+// wall-clock time; a run below stopBelow, or the deadline passing, ends the
+// series early.
+func (b *argon2Bench) measure(samples int, stopBelow time.Duration, deadline time.Time) (time.Duration, error) {
 	best := time.Duration(math.MaxInt64)
-	for range samples {
+	for i := range samples {
+		if i > 0 && time.Now().After(deadline) {
+			break
+		}
 		if err := b.ctx.Err(); err != nil {
 			return 0, err
 		}
@@ -298,7 +305,7 @@ func calibrateArgon2(ctx context.Context, alg string, threads, maxMem uint32, ke
 	tiny := minRun / 25
 	var took time.Duration
 	for step := 0; ; step++ {
-		d, err := b.measure(fastSamples, minRun)
+		d, err := b.measure(fastSamples, minRun, time.Now().Add(target))
 		if err != nil {
 			return Params{}, err
 		}
@@ -345,7 +352,7 @@ func calibrateArgon2(ctx context.Context, alg string, threads, maxMem uint32, ke
 		if time.Now().After(budget) {
 			break
 		}
-		d, err := b.measure(2, atMost+1)
+		d, err := b.measure(2, atMost+1, budget)
 		if err != nil {
 			return Params{}, err
 		}

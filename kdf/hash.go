@@ -25,11 +25,7 @@ type UnsupportedHashError struct {
 var ErrUnsupportedHash = errors.New("unsupported hash")
 
 func (e *UnsupportedHashError) Error() string {
-	name := e.Name
-	if len(name) > 64 { // the name comes from a header; keep messages short
-		name = name[:64] + "..."
-	}
-	return fmt.Sprintf("unsupported hash %q", name)
+	return fmt.Sprintf("unsupported hash %q", clip(e.Name))
 }
 
 // Is makes errors.Is(err, ErrUnsupportedHash) true.

@@ -74,14 +74,22 @@ type Params struct {
 // String describes p without any secret, for logs and error messages.
 func (p Params) String() string {
 	if p.Algorithm == PBKDF2 {
-		return fmt.Sprintf("pbkdf2-%s, %d iterations", p.Hash, p.Time)
+		return fmt.Sprintf("pbkdf2-%s, %d iterations", clip(p.Hash), p.Time)
 	}
-	return fmt.Sprintf("%s, time %d, memory %d KiB, %d threads", p.Algorithm, p.Time, p.MemoryKiB, p.Threads)
+	return fmt.Sprintf("%s, time %d, memory %d KiB, %d threads", clip(p.Algorithm), p.Time, p.MemoryKiB, p.Threads)
 }
 
 // IsArgon2 reports whether p names one of the Argon2 variants.
 func (p Params) IsArgon2() bool {
 	return p.Algorithm == Argon2i || p.Algorithm == Argon2id
+}
+
+// clip shortens a name read from a header before it goes into a message.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
 }
 
 // Validate reports, wrapping ErrInvalidParams, whether p cannot be run at
@@ -119,7 +127,7 @@ func (p Params) Validate() error {
 	case "":
 		return fmt.Errorf("%w: no algorithm", ErrInvalidParams)
 	default:
-		return fmt.Errorf("%w: unknown algorithm %q", ErrInvalidParams, p.Algorithm)
+		return fmt.Errorf("%w: unknown algorithm %q", ErrInvalidParams, clip(p.Algorithm))
 	}
 	return nil
 }
