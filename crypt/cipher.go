@@ -75,9 +75,10 @@ type Cipher struct {
 	engine     engine
 	iv         ivKind
 
-	data  cipher.Block // the data key; for XTS its first half
-	tweak cipher.Block // XTS: the second half of the key
-	essiv cipher.Block // ESSIV: AES keyed with SHA-256(key)
+	data   cipher.Block // the data key; for XTS its first half
+	tweak  cipher.Block // XTS: the second half of the key
+	xtsKey xtsKey       // XTS: the data key as the sector kernels take it
+	essiv  cipher.Block // ESSIV: AES keyed with SHA-256(key)
 
 	scratch sync.Pool // *scratch, so calls allocate nothing in steady state
 	wiped   atomic.Bool
@@ -141,6 +142,7 @@ func New(spec string, key []byte, sectorSize int) (*Cipher, error) {
 		c.Wipe()
 		return nil, fmt.Errorf("cipher %s: %w", spec, err)
 	}
+	c.xtsKey.data = c.data
 	return c, nil
 }
 
@@ -183,7 +185,7 @@ func (c *Cipher) Wipe() {
 	for _, b := range []cipher.Block{c.data, c.tweak, c.essiv} {
 		wipeBlock(b)
 	}
-	c.data, c.tweak, c.essiv = nil, nil, nil
+	c.data, c.tweak, c.essiv, c.xtsKey = nil, nil, nil, xtsKey{}
 }
 
 func (c *Cipher) check(op string, dst, src []byte) error {

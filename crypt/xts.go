@@ -40,19 +40,26 @@ func (c *Cipher) xts(dst, src []byte, iv uint64, decrypt bool) {
 			iv += step
 		}
 		if decrypt {
-			xtsDecryptSectors(c.data, dst[off:end], src[off:end], first, ss, s.tweaks[:])
+			xtsDecryptSectors(&c.xtsKey, dst[off:end], src[off:end], first, ss, s.tweaks[:])
 		} else {
-			xtsEncryptSectors(c.data, dst[off:end], src[off:end], first, ss, s.tweaks[:])
+			xtsEncryptSectors(&c.xtsKey, dst[off:end], src[off:end], first, ss, s.tweaks[:])
 		}
 	}
 }
 
+// xtsKey holds what the XTS sector functions need. An assembly kernel adds
+// its own expanded round keys here (crypto/aes does not expose its own).
+type xtsKey struct {
+	data cipher.Block // first half of the key: encrypts the data
+}
+
 // xtsEncryptSectors encrypts len(src)/sectorSize whole sectors with the data
-// key b. first holds each sector's initial tweak (16 bytes per sector,
+// key. first holds each sector's initial tweak (16 bytes per sector,
 // already encrypted with the tweak key); table is scratch of at least
 // len(src) bytes. dst and src have equal length and are the same memory or
 // disjoint. This is the slot for an assembly kernel.
-func xtsEncryptSectors(b cipher.Block, dst, src, first []byte, sectorSize int, table []byte) {
+func xtsEncryptSectors(k *xtsKey, dst, src, first []byte, sectorSize int, table []byte) {
+	b := k.data
 	n := len(src)
 	table = table[:n]
 	expandTweaks(table, first, sectorSize)
@@ -65,7 +72,8 @@ func xtsEncryptSectors(b cipher.Block, dst, src, first []byte, sectorSize int, t
 }
 
 // xtsDecryptSectors is xtsEncryptSectors' inverse; the tweaks are the same.
-func xtsDecryptSectors(b cipher.Block, dst, src, first []byte, sectorSize int, table []byte) {
+func xtsDecryptSectors(k *xtsKey, dst, src, first []byte, sectorSize int, table []byte) {
+	b := k.data
 	n := len(src)
 	table = table[:n]
 	expandTweaks(table, first, sectorSize)
