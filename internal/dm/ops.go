@@ -209,6 +209,9 @@ func (c *control) remove(name string, opts RemoveOptions) error {
 	}
 	for attempt := 0; ; attempt++ {
 		info, err := c.info(name)
+		if errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("remove device %s: %w", name, ErrNotFound)
+		}
 		if err != nil {
 			return fmt.Errorf("remove device %s: %w", name, err)
 		}

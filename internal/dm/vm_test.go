@@ -236,6 +236,19 @@ func TestVMBusyAndDeferredRemove(t *testing.T) {
 	require.True(t, errors.As(err, &be))
 	require.Equal(t, 1, be.OpenCount)
 
+	// Another process holding it open is named.
+	holder := exec.Command("sleep", "30")
+	hf, err := os.Open(NodePath(name))
+	require.NoError(t, err)
+	holder.ExtraFiles = []*os.File{hf}
+	require.NoError(t, holder.Start())
+	hf.Close()
+	err = Remove(name, RemoveOptions{Retries: 1})
+	require.True(t, errors.As(err, &be))
+	require.Contains(t, be.Holders, fmt.Sprintf("open by pid %d (sleep)", holder.Process.Pid))
+	require.NoError(t, holder.Process.Kill())
+	_ = holder.Wait()
+
 	require.NoError(t, Remove(name, RemoveOptions{Deferred: true}))
 	info, err := GetInfo(name)
 	require.NoError(t, err, "still there while open")
@@ -360,6 +373,38 @@ func TestVMGenericTargets(t *testing.T) {
 	require.ErrorIs(t, err, ErrNotFound)
 	require.ErrorIs(t, Resume("vctest-no-such-device"), ErrNotFound)
 	require.NoError(t, Remove(name, RemoveOptions{}))
+}
+
+// TestVMCreateCryptRepeated opens and closes a keyring mapping many times
+// while other goroutines keep the scheduler busy: pitfall 4 (key added on
+// one thread, table loaded on another) would make some loads fail with
+// ErrKeyNotAvailable.
+func TestVMCreateCryptRepeated(t *testing.T) {
+	requireDM(t)
+	lo := backing(t, 1<<20)
+	stop := make(chan struct{})
+	defer close(stop)
+	for i := 0; i < 4; i++ {
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					time.Sleep(time.Microsecond)
+				}
+			}
+		}()
+	}
+	for i := 0; i < 30; i++ {
+		name := fmt.Sprintf("vctest-rep-%d", i)
+		cleanupDevice(t, name)
+		target := CryptTarget{Cipher: "aes-xts-plain64", KeySize: 64, KeyDescription: "volcrypt:rep-" + name,
+			Device: DevNum(lo.Major(), lo.Minor()), SizeBytes: 1 << 20}
+		_, err := CreateCrypt(name, target, randomKey(t, 64), CryptOptions{})
+		require.NoError(t, err, "iteration %d", i)
+		require.NoError(t, Remove(name, RemoveOptions{}), "iteration %d", i)
+	}
 }
 
 // TestVMListMany makes enough devices that DM_LIST_DEVICES needs more than
