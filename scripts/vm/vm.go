@@ -1,7 +1,7 @@
 // Package vm holds the guest side of scripts/vmtest (the initramfs /init and its module list)
 // and a self-test of the VM, run with:
 //
-//	go test -exec scripts/vmtest ./scripts/vm/
+//	go test -exec "$PWD/scripts/vmtest" ./scripts/vm/   (from the repository root)
 //
 // Outside the VM (VOLCRYPT_VM unset) every test skips.
 package vm

@@ -6,17 +6,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // needVM skips the test unless it runs inside scripts/vmtest's VM.
 func needVM(t *testing.T) {
 	t.Helper()
 	if !inVM() {
-		t.Skip("not in the test VM (VOLCRYPT_VM unset): run go test -exec scripts/vmtest ./scripts/vm/")
+		t.Skip("not in the test VM (VOLCRYPT_VM unset): run go test -exec \"$PWD/scripts/vmtest\" ./scripts/vm/ from the repository root")
 	}
 }
 
@@ -252,5 +254,37 @@ func TestScratch(t *testing.T) {
 	}
 	if err := os.WriteFile(filepath.Join(dir, "selftest"), []byte("ok"), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestKeyring adds a logon key (as dm-crypt's key=:64:logon:NAME tables need) and a user key to the
+// thread keyring and reads the user key back.
+func TestKeyring(t *testing.T) {
+	needVM(t)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	threadKeyring := -1 // KEY_SPEC_THREAD_KEYRING
+	addKey := func(typ, desc string, payload []byte) int {
+		t.Helper()
+		ty, _ := syscall.BytePtrFromString(typ)
+		de, _ := syscall.BytePtrFromString(desc)
+		id, _, errno := syscall.Syscall6(syscall.SYS_ADD_KEY, uintptr(unsafe.Pointer(ty)), uintptr(unsafe.Pointer(de)),
+			uintptr(unsafe.Pointer(&payload[0])), uintptr(len(payload)), uintptr(threadKeyring), 0)
+		if errno != 0 {
+			t.Fatalf("add_key(%s, %s): %v", typ, desc, errno)
+		}
+		return int(id)
+	}
+	payload := bytes.Repeat([]byte{0x42}, 64)
+	addKey("logon", "vmtest:logon", payload)
+	id := addKey("user", "vmtest-user", payload)
+	buf := make([]byte, 128)
+	const keyctlRead = 11
+	n, _, errno := syscall.Syscall6(syscall.SYS_KEYCTL, keyctlRead, uintptr(id), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0, 0)
+	if errno != 0 {
+		t.Fatalf("keyctl read: %v", errno)
+	}
+	if !bytes.Equal(buf[:n], payload) {
+		t.Fatalf("read back %x, want %x", buf[:n], payload)
 	}
 }
