@@ -9,7 +9,7 @@ import (
 // from its own IV, as dm-crypt chains within a sector only.
 func (c *Cipher) cbc(dst, src []byte, iv uint64, decrypt bool) {
 	s := c.getScratch()
-	defer c.scratch.Put(s)
+	defer c.putScratch(s, 0)
 	ss := c.sectorSize
 	step := uint64(ss / ivSectorBytes)
 	for off := 0; off < len(src); off += ss {

@@ -481,3 +481,15 @@ func TestLargeCalls(t *testing.T) {
 		}
 	}
 }
+
+// TestScratchIsCleared checks no tweak or IV survives a call in the pool.
+func TestScratchIsCleared(t *testing.T) {
+	for _, spec := range []string{"aes-xts-plain64", "aes-cbc-essiv:sha256"} {
+		c, err := New(spec, randBytes(t, 32), 512)
+		require.NoError(t, err)
+		buf := randBytes(t, 3*batchBytes)
+		require.NoError(t, c.Encrypt(buf, buf, 77))
+		s := c.getScratch()
+		require.Equal(t, scratch{}, *s, spec)
+	}
+}

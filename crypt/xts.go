@@ -19,16 +19,26 @@ type scratch struct {
 
 func (c *Cipher) getScratch() *scratch { return c.scratch.Get().(*scratch) }
 
+// putScratch clears the first used bytes of the tweak table, the initial
+// tweaks and the IV, and returns s to the pool.
+func (c *Cipher) putScratch(s *scratch, used int) {
+	clear(s.tweaks[:used])
+	clear(s.first[:])
+	clear(s.iv[:])
+	c.scratch.Put(s)
+}
+
 // xts runs AES-XTS over whole sectors: each sector is one XTS data unit whose
 // tweak is the encryption, under the second half of the key, of the
 // sector's IV (for plain64 the little-endian 512-byte sector number, as
 // golang.org/x/crypto/xts takes it).
 func (c *Cipher) xts(dst, src []byte, iv uint64, decrypt bool) {
 	s := c.getScratch()
-	defer c.scratch.Put(s)
 	ss := c.sectorSize
 	step := uint64(ss / ivSectorBytes)
 	batch := batchBytes / ss * ss
+	// Tweaks are key-derived secrets: leave none behind in the pool.
+	defer c.putScratch(s, min(len(src), batch))
 	for off := 0; off < len(src); off += batch {
 		end := min(off+batch, len(src))
 		n := (end - off) / ss
