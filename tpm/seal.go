@@ -35,6 +35,9 @@ type SealOptions struct {
 	// creating and persisting it if absent, and records it in the token.
 	// systemd 252 cannot unseal such a token.
 	UseSRK bool
+	// PrimaryAlg is the transient primary key's algorithm when UseSRK is
+	// false: AlgECC (default) or AlgRSA.
+	PrimaryAlg string
 }
 
 // Sealed is a secret sealed by the TPM, with what is needed to unseal it.
@@ -237,7 +240,7 @@ func Seal(t transport.TPM, secretData []byte, opts SealOptions) (_ *Sealed, err 
 		}
 		out.SRK = serializeSRK(parent.handle, parent.name.Buffer, parent.public)
 	} else {
-		parent, err = createPrimary(t, AlgECC, false)
+		parent, err = createPrimary(t, opts.PrimaryAlg, false)
 		if err != nil {
 			return nil, fmt.Errorf("seal: %w", mapTPMError(t, err, out))
 		}

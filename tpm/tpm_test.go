@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/google/go-tpm/tpm2"
 	"github.com/stretchr/testify/require"
 )
 
@@ -169,4 +170,86 @@ func TestErrorsAreTyped(t *testing.T) {
 	require.True(t, errors.Is(&LockoutError{}, ErrLockout))
 	require.True(t, errors.Is(&BadPINError{TriesLeft: 1}, ErrBadPIN))
 	require.Equal(t, "wrong TPM PIN: 1 tries left before lockout", (&BadPINError{TriesLeft: 1}).Error())
+}
+
+func TestRSAPrimary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("RSA key generation is slow: skipped in -short mode")
+	}
+	_, tp := openTestTPM(t)
+	sec := randomSecret(t)
+	s, err := Seal(tp, sec, SealOptions{PrimaryAlg: AlgRSA, PIN: []byte("1")})
+	require.NoError(t, err)
+	require.Equal(t, AlgRSA, s.PrimaryAlg)
+	got, err := Unseal(tp, s, []byte("1"))
+	require.NoError(t, err)
+	require.Equal(t, sec, got)
+	// The same blob under the wrong primary algorithm does not load.
+	s.PrimaryAlg = AlgECC
+	_, err = Unseal(tp, s, []byte("1"))
+	require.Error(t, err)
+	require.Zero(t, loadedHandles(t, tp), "handles leaked")
+}
+
+func TestSRKTokens(t *testing.T) {
+	_, tp := openTestTPM(t)
+	sec := randomSecret(t)
+	s, err := Seal(tp, sec, SealOptions{UseSRK: true, PIN: []byte("p"), SaltPIN: true})
+	require.NoError(t, err)
+	srk, err := parseSRK(s.SRK)
+	require.NoError(t, err)
+	require.True(t, srk.public.ObjectAttributes.NoDA)
+
+	// A second seal reuses the persistent SRK.
+	s2, err := Seal(tp, sec, SealOptions{UseSRK: true})
+	require.NoError(t, err)
+	require.Equal(t, s.SRK, s2.SRK)
+
+	// With the persistent SRK evicted, the same key is recreated transiently.
+	_, err = tpm2.EvictControl{
+		Auth:             tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
+		ObjectHandle:     tpm2.NamedHandle{Handle: SRKHandle, Name: tpm2.TPM2BName{Buffer: srk.name}},
+		PersistentHandle: SRKHandle,
+	}.Execute(tp)
+	require.NoError(t, err)
+	got, err := Unseal(tp, s, []byte("p"))
+	require.NoError(t, err)
+	require.Equal(t, sec, got)
+
+	// Salted PIN: the same PIN under another salt is a wrong PIN.
+	ns := *s
+	ns.Salt = []byte("other salt")
+	_, err = Unseal(tp, &ns, []byte("p"))
+	require.ErrorIs(t, err, ErrBadPIN)
+	require.Zero(t, loadedHandles(t, tp), "handles leaked")
+
+	// Another TPM has another SRK: refused before anything is unsealed.
+	_, tp2 := openTestTPM(t)
+	_, err = Unseal(tp2, s, []byte("p"))
+	require.ErrorContains(t, err, "tpm2_srk")
+	require.Zero(t, loadedHandles(t, tp2), "handles leaked")
+}
+
+func FuzzParseToken(f *testing.F) {
+	f.Add([]byte(token252))
+	f.Add([]byte(`{"type":"systemd-tpm2","keyslots":[],"tpm2-blob":["AA=="],"tpm2-pcrs":[],"tpm2-policy-hash":"","x":[1,{"y":2}],"tpm2_srk":"` + srk255 + `"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		tok, err := ParseToken(data)
+		if err != nil {
+			return
+		}
+		out, err := tok.MarshalJSON()
+		require.NoError(t, err)
+		tok2, err := ParseToken(out)
+		require.NoError(t, err, "%s", out)
+		out2, err := tok2.MarshalJSON()
+		require.NoError(t, err)
+		require.Equal(t, string(out), string(out2))
+		if s, err := tok.Sealed(); err == nil {
+			_, _, _ = splitBlob(s.Blob)
+			if len(s.SRK) > 0 {
+				_, _ = parseSRK(s.SRK)
+			}
+		}
+	})
 }
