@@ -98,17 +98,18 @@ type group struct {
 
 // shape splits s into 8 groups of digits, or reports false when s is not
 // shaped like a recovery password. Accepted: leading and trailing white
-// space; 48 digits with no separators; or 8 groups of 5 to 7 digits
-// separated by '-', by spaces or tabs, or by a '-' with spaces around it.
+// space including line ends; 48 digits with no separators; or 8 groups of 5
+// to 7 digits separated by '-', by spaces or tabs, or by a '-' with spaces
+// around it.
 // Groups of 5 or 7 digits (a digit dropped or doubled) are shaped like a
 // recovery password; Parse then names them.
 func shape(s string) ([Groups]group, bool) {
 	var gs [Groups]group
 	i, end := 0, len(s)
-	for i < end && isSpace(s[i]) {
+	for i < end && isEdgeSpace(s[i]) {
 		i++
 	}
-	for end > i && isSpace(s[end-1]) {
+	for end > i && isEdgeSpace(s[end-1]) {
 		end--
 	}
 	if end-i == digits {
@@ -155,6 +156,10 @@ func shape(s string) ([Groups]group, bool) {
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 func isSpace(c byte) bool { return c == ' ' || c == '\t' }
 
+// isEdgeSpace is the white space allowed around a recovery password: also
+// the line end a terminal or a key file leaves.
+func isEdgeSpace(c byte) bool { return isSpace(c) || c == '\n' || c == '\r' }
+
 // Looks reports whether s is shaped like a recovery password: 8 groups of
 // digits with optional separators (see Parse). It does not check the groups;
 // Parse does.
@@ -168,7 +173,8 @@ func Looks(s string) bool {
 // the result.
 //
 // Accepted input: 48 digits with no separators, or 8 groups of 6 digits
-// separated by '-', spaces or both, with optional white space around. Input
+// separated by '-', spaces or both, with optional white space (and a line
+// end) around. Input
 // of any other shape returns ErrNotRecovery. Input of that shape whose group
 // has 5 or 7 digits, exceeds 720885 or is not a multiple of 11 returns a
 // *GroupError for the first such group; a caller that wants to allow such a
