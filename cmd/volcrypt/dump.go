@@ -85,7 +85,7 @@ func writeDump(w io.Writer, h *header.Header) {
 	fmt.Fprintf(w, "LUKS header information\nVersion:       \t%d\n", h.Version)
 	if h.Version == 2 {
 		fmt.Fprintf(w, "Epoch:         \t%d\nMetadata area: \t%d [bytes]\nKeyslots area: \t%d [bytes]\n",
-			h.SeqID, h.Size-header.BinarySize, m.Config.KeyslotsSize)
+			h.SeqID, h.Size, m.Config.KeyslotsSize)
 	}
 	fmt.Fprintf(w, "UUID:          \t%s\nLabel:         \t%s\nSubsystem:     \t%s\nFlags:       \t%s\n",
 		h.UUID, orNone(h.Label, "(no label)"), orNone(h.Subsystem, "(no subsystem)"), orNone(strings.Join(m.Config.Flags, " "), "(no flags)"))
