@@ -3,6 +3,7 @@ package dm
 import (
 	"bufio"
 	"encoding/binary"
+	"os"
 	"strings"
 	"testing"
 	"unsafe"
@@ -267,4 +268,18 @@ func TestMapErrno(t *testing.T) {
 	require.ErrorIs(t, mapErrno("op", "n", unix.EPERM), ErrPermission)
 	require.ErrorIs(t, mapErrno("op", "n", unix.ENOKEY), ErrKeyNotAvailable)
 	require.ErrorIs(t, mapErrno("op", "n", unix.EINVAL), unix.EINVAL)
+}
+
+func TestSizeBytesAndDeviceNumber(t *testing.T) {
+	p := t.TempDir() + "/f"
+	require.NoError(t, os.WriteFile(p, make([]byte, 3000), 0o600))
+	n, err := SizeBytes(p)
+	require.NoError(t, err)
+	require.Equal(t, uint64(3000), n)
+	_, err = SizeBytes("/dev/null")
+	require.ErrorIs(t, err, ErrInvalid)
+	_, err = DeviceNumber(p)
+	require.ErrorIs(t, err, ErrInvalid)
+	_, err = DeviceNumber(p + "-missing")
+	require.ErrorIs(t, err, os.ErrNotExist)
 }

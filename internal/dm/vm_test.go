@@ -129,6 +129,13 @@ func TestVMCryptKeyring(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, lo.Close()) // the mapping holds the loop device now
 
+	size, err := SizeBytes(NodePath(name))
+	require.NoError(t, err)
+	require.Equal(t, uint64(7<<20), size)
+	num, err := DeviceNumber(NodePath(name))
+	require.NoError(t, err)
+	require.Equal(t, info.DevNum(), num)
+
 	require.Equal(t, name, info.Name)
 	require.Equal(t, "CRYPT-LUKS2-5b1d3e2a7c4f4a8e9d210f6b8c3a9e17-"+name, info.UUID)
 	require.True(t, info.LiveTable)
@@ -253,6 +260,14 @@ func TestVMBusyAndDeferredRemove(t *testing.T) {
 	info, err := GetInfo(name)
 	require.NoError(t, err, "still there while open")
 	require.True(t, info.DeferredRemove)
+
+	// Cancel and schedule again.
+	require.NoError(t, CancelDeferredRemove(name))
+	info, err = GetInfo(name)
+	require.NoError(t, err)
+	require.False(t, info.DeferredRemove)
+	require.NoError(t, Remove(name, RemoveOptions{Deferred: true}))
+
 	require.NoError(t, f.Close())
 	require.Eventually(t, func() bool {
 		_, err := GetInfo(name)
