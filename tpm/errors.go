@@ -36,6 +36,9 @@ type PCRMismatchError struct {
 
 // Error implements error.
 func (e *PCRMismatchError) Error() string {
+	if len(e.PCRs) == 0 {
+		return "TPM policy does not match: the token is bound to no PCR, so it was sealed with another policy"
+	}
 	return fmt.Sprintf("TPM PCR policy does not match: one of PCRs %s (%s) changed since enrollment",
 		FormatPCRList(e.PCRs), e.Bank)
 }

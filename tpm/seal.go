@@ -161,17 +161,21 @@ func ensureSRK(t transport.TPM) (*parentKey, error) {
 }
 
 // computePolicy returns the policy digest PolicyPCR(pcrDigest, selection)
-// [+ PolicyAuthValue], computed offline.
+// [+ PolicyAuthValue], computed offline. PolicyPCR is left out when pcrs is
+// empty, as systemd does.
 func computePolicy(alg tpm2.TPMIAlgHash, pcrs []int, values map[int][]byte, pin bool) ([]byte, error) {
 	calc, err := tpm2.NewPolicyCalculator(tpm2.TPMAlgSHA256)
 	if err != nil {
 		return nil, err
 	}
-	if err := (tpm2.PolicyPCR{
-		PcrDigest: tpm2.TPM2BDigest{Buffer: pcrPolicyDigest(crypto.SHA256, pcrs, values)},
-		Pcrs:      pcrSelection(alg, pcrs),
-	}).Update(calc); err != nil {
-		return nil, err
+	// Like systemd, no PolicyPCR at all when no PCR is bound.
+	if len(pcrs) > 0 {
+		if err := (tpm2.PolicyPCR{
+			PcrDigest: tpm2.TPM2BDigest{Buffer: pcrPolicyDigest(crypto.SHA256, pcrs, values)},
+			Pcrs:      pcrSelection(alg, pcrs),
+		}).Update(calc); err != nil {
+			return nil, err
+		}
 	}
 	if pin {
 		if err := (tpm2.PolicyAuthValue{}).Update(calc); err != nil {

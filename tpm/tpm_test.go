@@ -31,6 +31,7 @@ func TestSealUnsealRoundTrip(t *testing.T) {
 		{"pcr7", SealOptions{}, nil},
 		{"pcr0+7 with PIN", SealOptions{PCRs: []int{0, 7}, PIN: []byte("1234")}, []byte("1234")},
 		{"no PCRs", SealOptions{PCRs: []int{}}, nil},
+		{"sha1 bank", SealOptions{PCRs: []int{7}, PCRBank: "sha1"}, nil},
 		{"many PCRs", SealOptions{PCRs: []int{0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 14}}, nil},
 		{"SRK and salted PIN (254+ style)", SealOptions{PIN: []byte("hunter2"), SaltPIN: true, UseSRK: true}, []byte("hunter2")},
 	}

@@ -70,8 +70,10 @@ func Unseal(t transport.TPM, s *Sealed, pin []byte) (_ []byte, err error) {
 		return nil, fmt.Errorf("unseal: %w", mapTPMError(t, err, s))
 	}
 	defer func() { err = errors.Join(err, policy.flush(t)) }()
-	if _, err := (tpm2.PolicyPCR{PolicySession: policy.handle, Pcrs: pcrSelection(alg, pcrs)}).Execute(t); err != nil {
-		return nil, fmt.Errorf("unseal: PolicyPCR: %w", mapTPMError(t, err, s))
+	if len(pcrs) > 0 {
+		if _, err := (tpm2.PolicyPCR{PolicySession: policy.handle, Pcrs: pcrSelection(alg, pcrs)}).Execute(t); err != nil {
+			return nil, fmt.Errorf("unseal: PolicyPCR: %w", mapTPMError(t, err, s))
+		}
 	}
 	if s.PIN {
 		if _, err := (tpm2.PolicyAuthValue{PolicySession: policy.handle}).Execute(t); err != nil {
