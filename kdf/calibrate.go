@@ -95,7 +95,7 @@ func Calibrate(ctx context.Context, o CalibrateOptions) (Params, error) {
 	if o.KeyLen == 0 {
 		o.KeyLen = DefaultKeyLen
 	}
-	if o.KeyLen < minArgon2KeyLen || o.KeyLen > 1<<20 {
+	if o.KeyLen < minArgon2KeyLen || o.KeyLen > MaxKeyLen {
 		return Params{}, fmt.Errorf("calibrate: %w: key length %d", ErrInvalidParams, o.KeyLen)
 	}
 	target := time.Duration(o.TargetMs) * time.Millisecond
@@ -139,7 +139,7 @@ func Calibrate(ctx context.Context, o CalibrateOptions) (Params, error) {
 // MinPBKDF2Iterations. keyLen is the volume key's length, which cryptsetup
 // benchmarks with.
 func DigestIterations(ctx context.Context, hash string, keyLen int) (uint32, error) {
-	if keyLen <= 0 || keyLen > 1<<20 {
+	if keyLen <= 0 || keyLen > MaxKeyLen {
 		return 0, fmt.Errorf("digest iterations: %w: key length %d", ErrInvalidParams, keyLen)
 	}
 	it, err := calibratePBKDF2(ctx, hash, keyLen, DigestTargetMs*time.Millisecond, nil)

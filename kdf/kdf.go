@@ -47,6 +47,9 @@ const (
 	// implementation's minimum salt and output lengths.
 	minArgon2SaltLen = 8
 	minArgon2KeyLen  = 4
+	// MaxKeyLen bounds the key length Derive produces, far above any key
+	// LUKS uses, so a header cannot make it allocate gigabytes.
+	MaxKeyLen = 64 * 1024
 )
 
 // ErrInvalidParams reports parameters no KDF can run with: an unknown
@@ -143,7 +146,7 @@ func Derive(p Params, passphrase, salt []byte, keyLen int) ([]byte, error) {
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("derive key: %w", err)
 	}
-	if keyLen <= 0 || keyLen > math.MaxInt32 {
+	if keyLen <= 0 || keyLen > MaxKeyLen {
 		return nil, fmt.Errorf("derive key: %w: key length %d", ErrInvalidParams, keyLen)
 	}
 	switch p.Algorithm {

@@ -128,6 +128,7 @@ func TestDeriveRejectsInvalid(t *testing.T) {
 		{"argon2 short key", Params{Algorithm: Argon2id, Time: 1, MemoryKiB: 64, Threads: 1}, salt, 3},
 		{"zero key length", Params{Algorithm: PBKDF2, Hash: "sha256", Time: 1000}, salt, 0},
 		{"negative key length", Params{Algorithm: PBKDF2, Hash: "sha256", Time: 1000}, salt, -1},
+		{"huge key length", Params{Algorithm: PBKDF2, Hash: "sha256", Time: 1}, salt, MaxKeyLen + 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -156,4 +157,26 @@ func TestHashFunc(t *testing.T) {
 			require.Contains(t, err.Error(), name)
 		})
 	}
+}
+
+// FuzzDerive runs cheap parameters of every shape: Derive must refuse or
+// answer, never panic, and answer the same way twice.
+func FuzzDerive(f *testing.F) {
+	f.Add("argon2id", "", uint32(1), uint32(64), uint32(2), []byte("pw"), []byte("saltsalt"), 32)
+	f.Add("pbkdf2", "sha256", uint32(3), uint32(0), uint32(0), []byte(""), []byte(""), 64)
+	f.Add("argon2i", "", uint32(2), uint32(7), uint32(1), []byte("pw"), []byte("salt"), 3)
+	f.Fuzz(func(t *testing.T, alg, hash string, tm, mem, threads uint32, pass, salt []byte, keyLen int) {
+		// Keep the work small; Check's limits are tested elsewhere.
+		tm, mem, threads, keyLen = tm%4, mem%512, threads%260, keyLen%(2*MaxKeyLen)
+		p := Params{Algorithm: alg, Hash: hash, Time: tm, MemoryKiB: mem, Threads: threads}
+		k1, err1 := Derive(p, pass, salt, keyLen)
+		k2, err2 := Derive(p, pass, salt, keyLen)
+		require.Equal(t, err1 == nil, err2 == nil)
+		if err1 != nil {
+			require.Nil(t, k1)
+			return
+		}
+		require.Len(t, k1, keyLen)
+		require.Equal(t, k1, k2)
+	})
 }
