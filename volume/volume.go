@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/volcrypt/volcrypt/crypt"
 	"github.com/volcrypt/volcrypt/header"
 	"github.com/volcrypt/volcrypt/internal/secret"
 	"github.com/volcrypt/volcrypt/kdf"
@@ -232,4 +233,47 @@ func (v *Volume) Unlock(passphrase []byte, o UnlockOptions) (*secret.Buffer, int
 	}
 	v.log.Debug("key slot opened", "slot", slot)
 	return key, slot, nil
+}
+
+// Plaintext is the decrypted view of a volume's data segment through the
+// userspace engine, identical on disk to dm-crypt: what a mapping would show,
+// on hosts without device-mapper. Close wipes its key.
+type Plaintext struct {
+	*crypt.Segment
+	c *crypt.Cipher
+}
+
+// Close wipes the engine's key.
+func (p *Plaintext) Close() error {
+	p.c.Wipe()
+	return nil
+}
+
+// Plaintext opens the data segment with the volume key.
+func (v *Volume) Plaintext(key *secret.Buffer) (*Plaintext, error) {
+	seg, err := v.Header.DataSegment()
+	if err != nil {
+		return nil, err
+	}
+	if seg.Type != header.SegmentCrypt {
+		return nil, fmt.Errorf("data segment of type %q is not supported", seg.Type)
+	}
+	c, err := crypt.New(seg.Encryption, key.Bytes(), seg.SectorSize)
+	if err != nil {
+		return nil, err
+	}
+	size := int64(seg.Size.Bytes)
+	if seg.Size.Dynamic {
+		total, err := v.DataSize()
+		if err != nil {
+			c.Wipe()
+			return nil, err
+		}
+		size = total - int64(seg.Offset)
+		size -= size % int64(seg.SectorSize)
+	}
+	if size < 0 {
+		size = 0
+	}
+	return &Plaintext{Segment: crypt.NewSegment(v.data, c, int64(seg.Offset), size, uint64(*seg.IVTweak)), c: c}, nil
 }

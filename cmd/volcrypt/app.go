@@ -111,7 +111,10 @@ func (a *app) passphrase(k keyFlags, prompt string, confirm bool) (*secret.Buffe
 	if err != nil {
 		return nil, err
 	}
-	return secret.From(normalizeRecovery(b)), nil
+	if b, err = normalizeRecovery(b); err != nil {
+		return nil, err
+	}
+	return secret.From(b), nil
 }
 
 // kdfFlags are the flags that choose a new key slot's KDF.

@@ -53,6 +53,8 @@ func exitCode(err error) (int, string) {
 		return exitNoKey, "run as root or check the device's permissions"
 	case errors.Is(err, passphrase.ErrMismatch), errors.Is(err, passphrase.ErrEmpty):
 		return exitNoKey, ""
+	case errors.Is(err, errRecoveryTypo):
+		return exitNoKey, ""
 	case errors.Is(err, passphrase.ErrNoTerminal):
 		return exitUsage, ""
 	case errors.Is(err, syscall.ENOMEM):
