@@ -283,3 +283,15 @@ func TestSizeBytesAndDeviceNumber(t *testing.T) {
 	_, err = DeviceNumber(p + "-missing")
 	require.ErrorIs(t, err, os.ErrNotExist)
 }
+
+// FuzzReplies feeds arbitrary bytes to the decoders of kernel replies:
+// they must return an error, never panic or loop.
+func FuzzReplies(f *testing.F) {
+	f.Add(kernelStatus([]Target{{0, 8, "crypt", "aes-xts-plain64 - 0 7:0 0"}}), 1)
+	f.Add(nameList([]Device{{Name: "a", UUID: "u", Major: 253}}, true), 1)
+	f.Fuzz(func(t *testing.T, data []byte, count int) {
+		_, _ = parseTargets(append([]byte(nil), data...), count%1000, true)
+		_, _ = parseNameList(data)
+		_, _ = parseVersions(data)
+	})
+}

@@ -376,6 +376,9 @@ func tableStatus(name string, table bool) ([]Target, error) {
 // field is the offset from the start of the data area to the next spec.
 // With mask, crypt keys given in hex are masked before becoming strings.
 func parseTargets(data []byte, count int, mask bool) ([]Target, error) {
+	if count < 0 || count > len(data)/targetSpecSize {
+		return nil, fmt.Errorf("%d targets cannot fit in a reply of %d bytes: %w", count, len(data), ErrInvalid)
+	}
 	targets := make([]Target, 0, count)
 	off := 0
 	for i := 0; i < count; i++ {
