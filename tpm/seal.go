@@ -47,7 +47,8 @@ type Sealed struct {
 	Blob []byte
 	// PolicyHash is the object's policy digest (SHA-256).
 	PolicyHash []byte
-	// PrimaryAlg is the parent key algorithm: AlgECC or AlgRSA.
+	// PrimaryAlg is the parent key algorithm: AlgECC or AlgRSA; "" (tokens
+	// of systemd before 250) means ECC, or RSA if that fails.
 	PrimaryAlg string
 	// PCRs are the bound PCR indexes, ascending.
 	PCRs []int

@@ -417,14 +417,10 @@ func (t *Token) Sealed() (*Sealed, error) {
 	if len(t.Blob) == 0 || len(t.PolicyHash) == 0 {
 		return nil, errors.New("systemd-tpm2 token: no sealed blob or policy hash")
 	}
-	alg := t.PrimaryAlg
-	if alg == "" {
-		alg = AlgECC
-	}
 	return &Sealed{
 		Blob:       slices.Clone(t.Blob),
 		PolicyHash: slices.Clone(t.PolicyHash),
-		PrimaryAlg: alg,
+		PrimaryAlg: t.PrimaryAlg,
 		PCRs:       slices.Clone(t.PCRs),
 		PCRBank:    bankName(t.PCRBank),
 		PIN:        t.PIN,

@@ -254,3 +254,23 @@ func FuzzParseToken(f *testing.F) {
 		}
 	})
 }
+
+func TestPrimaryAlgFallback(t *testing.T) {
+	if testing.Short() {
+		t.Skip("RSA key generation is slow: skipped in -short mode")
+	}
+	_, tp := openTestTPM(t)
+	for _, alg := range []string{AlgECC, AlgRSA} {
+		sec := randomSecret(t)
+		s, err := Seal(tp, sec, SealOptions{PrimaryAlg: alg})
+		require.NoError(t, err)
+		tok := NewToken(s, 1)
+		tok.PrimaryAlg = "" // as systemd before 250 wrote it
+		old, err := tok.Sealed()
+		require.NoError(t, err)
+		got, err := Unseal(tp, old, nil)
+		require.NoError(t, err, alg)
+		require.Equal(t, sec, got)
+		require.Zero(t, loadedHandles(t, tp), "handles leaked")
+	}
+}

@@ -45,20 +45,11 @@ func Unseal(t transport.TPM, s *Sealed, pin []byte) (_ []byte, err error) {
 	}
 	t = withRetry(t)
 
-	parent, err := unsealParent(t, s)
+	parent, loaded, err := loadSealed(t, s, priv, pub)
 	if err != nil {
 		return nil, fmt.Errorf("unseal: %w", mapTPMError(t, err, s))
 	}
 	defer func() { err = errors.Join(err, parent.close(t)) }()
-
-	loaded, err := tpm2.Load{
-		ParentHandle: tpm2.AuthHandle{Handle: parent.handle, Name: parent.name, Auth: tpm2.PasswordAuth(nil)},
-		InPrivate:    priv,
-		InPublic:     pub,
-	}.Execute(t)
-	if err != nil {
-		return nil, fmt.Errorf("unseal: load sealed object: %w", mapTPMError(t, err, s))
-	}
 	defer func() {
 		if _, ferr := (tpm2.FlushContext{FlushHandle: loaded.ObjectHandle}).Execute(t); ferr != nil {
 			err = errors.Join(err, fmt.Errorf("flush sealed object: %w", ferr))
@@ -110,13 +101,44 @@ func Unseal(t transport.TPM, s *Sealed, pin []byte) (_ []byte, err error) {
 	return out, nil
 }
 
+// loadSealed loads the sealed object under its parent. A token without
+// "tpm2-primary-alg" (systemd before 250) was sealed under ECC if the TPM
+// had it, else RSA: both are tried.
+func loadSealed(t transport.TPM, s *Sealed, priv tpm2.TPM2BPrivate, pub tpm2.TPM2BPublic) (*parentKey, *tpm2.LoadResponse, error) {
+	algs := []string{s.PrimaryAlg}
+	if s.PrimaryAlg == "" && len(s.SRK) == 0 {
+		algs = []string{AlgECC, AlgRSA}
+	}
+	var errs []error
+	for _, alg := range algs {
+		parent, err := unsealParent(t, s, alg)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		loaded, err := tpm2.Load{
+			ParentHandle: tpm2.AuthHandle{Handle: parent.handle, Name: parent.name, Auth: tpm2.PasswordAuth(nil)},
+			InPrivate:    priv,
+			InPublic:     pub,
+		}.Execute(t)
+		if err == nil {
+			return parent, loaded, nil
+		}
+		errs = append(errs, fmt.Errorf("load sealed object: %w", err), parent.close(t))
+		if errors.Is(err, tpm2.TPMRCLockout) {
+			break
+		}
+	}
+	return nil, nil, errors.Join(errs...)
+}
+
 // unsealParent returns the parent key of s: the persistent SRK checked
 // against the serialized one in s.SRK (recreated transiently from the SRK
 // template if the handle is empty), or a transient primary key as systemd 252
 // creates it.
-func unsealParent(t transport.TPM, s *Sealed) (*parentKey, error) {
+func unsealParent(t transport.TPM, s *Sealed, alg string) (*parentKey, error) {
 	if len(s.SRK) == 0 {
-		return createPrimary(t, s.PrimaryAlg, false)
+		return createPrimary(t, alg, false)
 	}
 	want, err := parseSRK(s.SRK)
 	if err != nil {
