@@ -390,6 +390,30 @@ func TestVMGenericTargets(t *testing.T) {
 	require.NoError(t, Remove(name, RemoveOptions{}))
 }
 
+// TestVMBusyStacked: a device stacked on the mapping is named as holder.
+func TestVMBusyStacked(t *testing.T) {
+	requireDM(t)
+	lo := backing(t, 4<<20)
+	name := testName(t)
+	cleanupDevice(t, name)
+	info, err := CreateCrypt(name, CryptTarget{Cipher: "aes-xts-plain64", KeySize: 64, Device: DevNum(lo.Major(), lo.Minor()),
+		SizeBytes: 4 << 20}, randomKey(t, 64), CryptOptions{})
+	require.NoError(t, err)
+	top := testName(t)
+	cleanupDevice(t, top)
+	topInfo, err := Create(top, "")
+	require.NoError(t, err)
+	require.NoError(t, Load(top, []Target{{0, 8, "linear", info.DevNum() + " 0"}}, false))
+	require.NoError(t, Resume(top))
+
+	err = Remove(name, RemoveOptions{Retries: 1})
+	var be *BusyError
+	require.True(t, errors.As(err, &be), "%v", err)
+	require.Contains(t, be.Holders, fmt.Sprintf("held by dm-%d (%s)", topInfo.Minor, top))
+	require.NoError(t, Remove(top, RemoveOptions{}))
+	require.NoError(t, Remove(name, RemoveOptions{}))
+}
+
 // TestVMCreateCryptRepeated opens and closes a keyring mapping many times
 // while other goroutines keep the scheduler busy: pitfall 4 (key added on
 // one thread, table loaded on another) would make some loads fail with
