@@ -74,7 +74,7 @@ with cryptsetup, and unlocks them with a passphrase, a key file, a recovery pass
 	root.PersistentFlags().BoolVar(&a.debug, "debug", false, "show debug messages")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(a.formatCommand(), a.openCommand(), a.dumpCommand(), a.keyCommand())
-	root.AddCommand(a.closeCommand(), a.statusCommand())
+	root.AddCommand(a.closeCommand(), a.statusCommand(), a.enrollCommand(), a.tokenCommand())
 	return root
 }
 

@@ -332,3 +332,5 @@ func TestUnboundKeyslotListedNotUsed(t *testing.T) {
 	require.False(t, list.Keyslots[1].Bound)
 	mustRun(t, "", "open", "--test", "--key-file", keyFile(t, "compatkey"), img)
 }
+
+func lookPath(name string) (string, error) { return exec.LookPath(name) }

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/volcrypt/volcrypt/internal/secret"
+	"github.com/volcrypt/volcrypt/volume"
+)
+
+func (a *app) enrollCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "enroll",
+		Short: "Add a recovery password or a TPM 2.0 key to a volume",
+	}
+	cmd.AddCommand(a.enrollRecoveryCommand())
+	return cmd
+}
+
+// unlockExisting opens the volume with an existing key, for enrollments.
+func (a *app) unlockExisting(v *volume.Volume, key keyFlags) (*secret.Buffer, error) {
+	pass, err := a.passphrase(key, fmt.Sprintf("Enter any existing passphrase for %s: ", v.Path), false)
+	if err != nil {
+		return nil, err
+	}
+	defer pass.Wipe()
+	vk, _, err := v.Unlock(pass.Bytes(), volume.UnlockOptions{Keyslot: key.slot})
+	return vk, err
+}
+
+func (a *app) enrollRecoveryCommand() *cobra.Command {
+	var (
+		key        keyFlags
+		headerFile string
+		newSlot    int
+	)
+	cmd := &cobra.Command{
+		Use:   "recovery [flags] DEVICE",
+		Short: "Create a BitLocker-style 48-digit recovery password and print it once",
+		Long: `Create a recovery password in BitLocker's form (8 groups of 6 digits, 128 bits) in a new key
+slot, authorized by an existing key, and print it once: store it somewhere safe. It is accepted
+wherever a passphrase is, typed with dashes, spaces or no separators.`,
+		Example: `  volcrypt enroll recovery disk.img
+  volcrypt enroll recovery --key-file key.bin --json disk.img`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := a.load(args[0], headerFile, false)
+			if err != nil {
+				return err
+			}
+			defer v.Close()
+			vk, err := a.unlockExisting(v, key)
+			if err != nil {
+				return err
+			}
+			defer vk.Wipe()
+			pw, slot, err := v.EnrollRecovery(cmd.Context(), vk.Bytes(), newSlot)
+			if err != nil {
+				return err
+			}
+			defer pw.Wipe()
+			if a.json {
+				return a.printJSON(map[string]any{"keyslot": slot, "recovery_password": string(pw.Bytes())})
+			}
+			fmt.Fprintf(a.stderr, "Recovery password enrolled in key slot %d. Store it somewhere safe; it is not shown again:\n", slot)
+			fmt.Fprintf(a.stdout, "%s\n", pw.Bytes())
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	key.register(fs)
+	fs.Lookup("key-slot").Usage = "key slot of the existing key to unlock with"
+	fs.IntVar(&newSlot, "new-key-slot", -1, "key slot for the recovery password (default: lowest free)")
+	fs.StringVar(&headerFile, "header", "", "detached header file")
+	a.addJSONFlag(cmd)
+	return cmd
+}
