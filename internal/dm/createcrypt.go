@@ -89,6 +89,7 @@ func createCryptLocked(name string, t CryptTarget, key []byte, opts CryptOptions
 		return Info{}, err
 	}
 	defer c.close()
+	c.pruneNodes()
 
 	info, err = c.create(name, opts.UUID)
 	if err != nil {

@@ -16,8 +16,8 @@ func ExampleCreateCrypt() {
 	var (
 		image      = "/var/lib/disk.img"
 		luksUUID   = "5b1d3e2a-7c4f-4a8e-9d21-0f6b8c3a9e17" // from the header
-		volumeKey  = make([]byte, 64)                     // unlocked from a key slot
-		dataOffset = uint64(16 << 20)                     // segment "offset"
+		volumeKey  = make([]byte, 64)                       // unlocked from a key slot
+		dataOffset = uint64(16 << 20)                       // segment "offset"
 	)
 	lo, err := loop.Attach(image, false)
 	if err != nil {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -104,4 +106,72 @@ func removeNode(name string, major, minor uint32) {
 	if st.Mode&unix.S_IFMT == unix.S_IFBLK && unix.Major(st.Rdev) == major && unix.Minor(st.Rdev) == minor {
 		_ = os.Remove(path)
 	}
+}
+
+// pruneNodes removes block nodes in /dev/mapper that belong to no existing
+// mapped device: the nodes of devices that went away by deferred removal
+// while udev was not there to clean up. It only touches block nodes (not
+// udev's symlinks) whose major is the device mapper's, and does nothing
+// when udev runs. Best effort.
+func (c *control) pruneNodes() {
+	if udevRunning() {
+		return
+	}
+	major, ok := dmBlockMajor()
+	if !ok {
+		return
+	}
+	// Read the directory before listing devices: a node seen here was
+	// made after its device, so a device missing from the later list is
+	// really gone, even while other tools create devices concurrently.
+	entries, err := os.ReadDir(MapperDir)
+	if err != nil {
+		return
+	}
+	rep, err := c.call(unix.DM_LIST_DEVICES, header{}, nil)
+	if err != nil {
+		return
+	}
+	devs, err := parseNameList(rep.data)
+	if err != nil {
+		return
+	}
+	live := map[uint32]bool{}
+	for _, d := range devs {
+		live[d.Minor] = true
+	}
+	for _, e := range entries {
+		if e.Type()&os.ModeDevice == 0 || e.Type()&os.ModeCharDevice != 0 {
+			continue
+		}
+		var st unix.Stat_t
+		path := filepath.Join(MapperDir, e.Name())
+		if unix.Lstat(path, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK {
+			continue
+		}
+		if unix.Major(st.Rdev) == major && !live[unix.Minor(st.Rdev)] {
+			_ = os.Remove(path)
+		}
+	}
+}
+
+// dmBlockMajor reads the device mapper's block major from /proc/devices.
+func dmBlockMajor() (uint32, bool) {
+	b, err := os.ReadFile("/proc/devices")
+	if err != nil {
+		return 0, false
+	}
+	block := false
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "Block devices:") {
+			block = true
+			continue
+		}
+		f := strings.Fields(line)
+		if block && len(f) == 2 && f[1] == "device-mapper" {
+			n, err := strconv.ParseUint(f[0], 10, 32)
+			return uint32(n), err == nil
+		}
+	}
+	return 0, false
 }

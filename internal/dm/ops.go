@@ -185,7 +185,9 @@ type RemoveOptions struct {
 // Remove removes a device (DM_DEV_REMOVE) and the /dev/mapper node this
 // package made for it. An open device gives a *BusyError (ErrBusy) unless
 // opts.Deferred is set; then the device goes away at its last close and
-// Remove returns nil (Info shows DeferredRemove meanwhile).
+// Remove returns nil (Info shows DeferredRemove meanwhile). Without udev
+// nobody removes the node of a device that went away later by deferred
+// removal; Remove and CreateCrypt prune such stale nodes.
 func Remove(name string, opts RemoveOptions) error {
 	if err := checkName(name); err != nil {
 		return err
@@ -223,6 +225,7 @@ func (c *control) remove(name string, opts RemoveOptions) error {
 			if _, statErr := c.info(name); errors.Is(statErr, ErrNotFound) {
 				removeNode(name, info.Major, info.Minor)
 			}
+			c.pruneNodes()
 			return nil
 		}
 		if !errors.Is(err, unix.EBUSY) {

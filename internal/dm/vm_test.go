@@ -273,6 +273,19 @@ func TestVMBusyAndDeferredRemove(t *testing.T) {
 		_, err := GetInfo(name)
 		return errors.Is(err, ErrNotFound)
 	}, 5*time.Second, 50*time.Millisecond, "deferred remove at last close")
+
+	// Its node is left behind (no udev) until the next Remove or CreateCrypt.
+	if !udevRunning() {
+		_, err = os.Lstat(NodePath(name))
+		require.NoError(t, err, "stale node expected before pruning")
+		other := testName(t)
+		cleanupDevice(t, other)
+		_, err = CreateCrypt(other, target, randomKey(t, 64), CryptOptions{})
+		require.NoError(t, err)
+		_, err = os.Lstat(NodePath(name))
+		require.ErrorIs(t, err, os.ErrNotExist, "stale node pruned")
+		require.NoError(t, Remove(other, RemoveOptions{}))
+	}
 }
 
 func TestVMBusyMounted(t *testing.T) {
