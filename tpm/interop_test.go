@@ -220,20 +220,37 @@ func TestInteropVolcryptSealSystemdUnseal(t *testing.T) {
 			js := mustRun(t, nil, "cryptsetup", "token", "export", "--token-id", "5", img)
 			require.JSONEq(t, string(tokJSON), js)
 
+			name := "volcrypt-test-" + strconv.Itoa(inst.Port)
 			attach := func(pin []byte) string {
 				env := []string{"SYSTEMD_LOG_LEVEL=debug", "SYSTEMD_LOG_TARGET=console"}
 				if pin != nil {
 					// systemd-cryptsetup 252 takes the PIN from $PIN when headless.
 					env = append(env, "PIN="+string(pin))
 				}
-				out, _ := run(t, env, systemdCryptsetup, "attach", "volcrypt-test-"+strconv.Itoa(inst.Port), img, "-",
+				out, _ := run(t, env, systemdCryptsetup, "attach", name, img, "-",
 					"tpm2-device=swtpm:port="+strconv.Itoa(inst.Port)+",headless=1")
 				withTPM(t, inst, func(tp transport.TPM) { flushSessions(t, tp) })
+				// Where device-mapper works (the VM harness) the attach
+				// really activates the volume: close it again.
+				if _, err := os.Stat("/dev/mapper/" + name); err == nil {
+					mustRun(t, nil, "cryptsetup", "close", name)
+				}
 				return out
+			}
+			if _, err := os.Stat(DefaultDevice); err == nil && c.pin != nil {
+				// With device-mapper, systemd 252 goes through libcryptsetup's
+				// token plugin, which ignores tpm2-device= (it uses the kernel
+				// TPM) and, headless, asks for no PIN.
+				t.Skip("kernel TPM present: systemd 252's token plugin cannot be pointed at swtpm with a PIN; covered on hosts without /dev/tpmrm0")
 			}
 			out := attach(c.pin)
 			require.Contains(t, out, "Completed TPM2 key unsealing", "systemd-cryptsetup log:\n%s", out)
-			require.Contains(t, out, "[keyslot 3]", "systemd-cryptsetup log:\n%s", out)
+			// Without device-mapper systemd logs "[keyslot 3]" before failing
+			// at the mapping; with it, libcryptsetup logs the slot it opens.
+			if !strings.Contains(out, "[keyslot 3]") {
+				require.Contains(t, out, "Verifying key from keyslot 3", "systemd-cryptsetup log:\n%s", out)
+				require.Contains(t, out, "Created /dev/mapper/"+name, "systemd-cryptsetup log:\n%s", out)
+			}
 
 			// The oracle can fail: with a changed PCR systemd refuses.
 			if len(c.pcrs) > 0 {
