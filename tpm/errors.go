@@ -61,6 +61,9 @@ func (e *BadPINError) Error() string {
 	if e.TriesLeft < 0 {
 		return "wrong TPM PIN"
 	}
+	if e.TriesLeft == 1 {
+		return "wrong TPM PIN: 1 try left before lockout"
+	}
 	return "wrong TPM PIN: " + strconv.Itoa(e.TriesLeft) + " tries left before lockout"
 }
 

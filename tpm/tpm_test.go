@@ -64,6 +64,7 @@ func TestUnsealPCRChanged(t *testing.T) {
 	require.ErrorAs(t, err, &pe)
 	require.Equal(t, []int{0, 7}, pe.PCRs)
 	require.Contains(t, err.Error(), "0+7")
+	t.Log(err)
 	require.Zero(t, loadedHandles(t, tp), "handles leaked")
 
 	// Extending a PCR the secret is not bound to changes nothing.
@@ -84,20 +85,26 @@ func TestWrongPINCountsDownToLockout(t *testing.T) {
 	_, err = Unseal(tp, s, nil)
 	require.ErrorIs(t, err, ErrPINRequired)
 
-	info, err := readDAInfo(tp)
+	info, err := ReadLockoutInfo(tp)
 	require.NoError(t, err)
-	require.Positive(t, info.max)
-	for want := info.max - 1; want >= 0; want-- {
+	require.Positive(t, info.MaxFailures)
+	require.Equal(t, info.MaxFailures, info.TriesLeft())
+	for want := info.MaxFailures - 1; want >= 0; want-- {
 		_, err = Unseal(tp, s, []byte("wrong "+strconv.Itoa(want)))
 		require.ErrorIs(t, err, ErrBadPIN)
 		var be *BadPINError
 		require.ErrorAs(t, err, &be)
 		require.Equal(t, want, be.TriesLeft)
+		t.Log(err)
 		require.NotContains(t, err.Error(), "wrong "+strconv.Itoa(want), "PIN leaked into error")
 	}
+	info, err = ReadLockoutInfo(tp)
+	require.NoError(t, err)
+	require.Zero(t, info.TriesLeft())
 	_, err = Unseal(tp, s, []byte("wrong again"))
 	require.ErrorIs(t, err, ErrLockout)
 	require.Contains(t, err.Error(), "tpm2_dictionarylockout -c")
+	t.Log(err)
 	// While locked out the correct PIN is refused too.
 	_, err = Unseal(tp, s, []byte("correct horse"))
 	require.ErrorIs(t, err, ErrLockout)
@@ -136,9 +143,9 @@ func TestInteriorZeroBytePIN(t *testing.T) {
 	require.NoError(t, err, "interior zero byte in the PIN's auth value")
 	require.Equal(t, sec, got)
 	// And the lockout counter did not move.
-	info, err := readDAInfo(tp)
+	info, err := ReadLockoutInfo(tp)
 	require.NoError(t, err)
-	require.Zero(t, info.counter)
+	require.Zero(t, info.Failures)
 
 	// A PIN equal up to the zero byte is a wrong PIN.
 	_, err = Unseal(tp, s, []byte("another"))
@@ -170,7 +177,8 @@ func TestPBKDF2SystemdVector(t *testing.T) {
 func TestErrorsAreTyped(t *testing.T) {
 	require.True(t, errors.Is(&LockoutError{}, ErrLockout))
 	require.True(t, errors.Is(&BadPINError{TriesLeft: 1}, ErrBadPIN))
-	require.Equal(t, "wrong TPM PIN: 1 tries left before lockout", (&BadPINError{TriesLeft: 1}).Error())
+	require.Equal(t, "wrong TPM PIN: 1 try left before lockout", (&BadPINError{TriesLeft: 1}).Error())
+	require.Equal(t, "wrong TPM PIN: 2 tries left before lockout", (&BadPINError{TriesLeft: 2}).Error())
 }
 
 func TestRSAPrimary(t *testing.T) {

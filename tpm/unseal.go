@@ -165,36 +165,54 @@ func unsealParent(t transport.TPM, s *Sealed, alg string) (*parentKey, error) {
 	return p, nil
 }
 
-// daInfo holds the TPM's dictionary-attack state.
-type daInfo struct {
-	counter, max, interval int
+// LockoutInfo is the TPM's dictionary-attack state.
+type LockoutInfo struct {
+	// Failures is TPM_PT_LOCKOUT_COUNTER: failed authorizations counted.
+	Failures int
+	// MaxFailures is TPM_PT_MAX_AUTH_FAIL: the count at which the TPM
+	// locks out.
+	MaxFailures int
+	// IntervalSeconds is TPM_PT_LOCKOUT_INTERVAL: one failure is forgiven
+	// every this many seconds (0: never).
+	IntervalSeconds int
 }
 
-// readDAInfo reads TPM_PT_LOCKOUT_COUNTER, TPM_PT_MAX_AUTH_FAIL and
-// TPM_PT_LOCKOUT_INTERVAL.
-func readDAInfo(t transport.TPM) (daInfo, error) {
-	info := daInfo{counter: -1, max: -1, interval: -1}
+// TriesLeft is how many more failed authorizations the TPM accepts before
+// it locks out.
+func (l LockoutInfo) TriesLeft() int { return max(l.MaxFailures-l.Failures, 0) }
+
+// ReadLockoutInfo reads the dictionary-attack state, e.g. to tell a user how
+// many PIN tries are left before asking.
+func ReadLockoutInfo(t transport.TPM) (LockoutInfo, error) {
 	rsp, err := tpm2.GetCapability{
 		Capability:    tpm2.TPMCapTPMProperties,
 		Property:      uint32(tpm2.TPMPTLockoutCounter),
 		PropertyCount: 3,
-	}.Execute(t)
+	}.Execute(withRetry(t))
 	if err != nil {
-		return info, fmt.Errorf("read dictionary-attack state: %w", err)
+		return LockoutInfo{}, fmt.Errorf("read dictionary-attack state: %w", err)
 	}
 	props, err := rsp.CapabilityData.Data.TPMProperties()
 	if err != nil {
-		return info, fmt.Errorf("read dictionary-attack state: %w", err)
+		return LockoutInfo{}, fmt.Errorf("read dictionary-attack state: %w", err)
 	}
+	var info LockoutInfo
+	found := 0
 	for _, p := range props.TPMProperty {
 		switch p.Property {
 		case tpm2.TPMPTLockoutCounter:
-			info.counter = int(p.Value)
+			info.Failures = int(p.Value)
+			found++
 		case tpm2.TPMPTMaxAuthFail:
-			info.max = int(p.Value)
+			info.MaxFailures = int(p.Value)
+			found++
 		case tpm2.TPMPTLockoutInterval:
-			info.interval = int(p.Value)
+			info.IntervalSeconds = int(p.Value)
+			found++
 		}
+	}
+	if found != 3 {
+		return LockoutInfo{}, errors.New("read dictionary-attack state: TPM did not report it")
 	}
 	return info, nil
 }
@@ -207,8 +225,8 @@ func mapTPMError(t transport.TPM, err error, s *Sealed) error {
 		return nil
 	case errors.Is(err, tpm2.TPMRCLockout):
 		le := &LockoutError{}
-		if info, ierr := readDAInfo(t); ierr == nil && info.interval > 0 {
-			le.IntervalSeconds = info.interval
+		if info, ierr := ReadLockoutInfo(t); ierr == nil {
+			le.IntervalSeconds = info.IntervalSeconds
 		}
 		return le
 	case errors.Is(err, tpm2.TPMRCAuthFail), errors.Is(err, tpm2.TPMRCBadAuth):
@@ -216,9 +234,9 @@ func mapTPMError(t transport.TPM, err error, s *Sealed) error {
 			return err
 		}
 		be := &BadPINError{TriesLeft: -1, MaxTries: -1}
-		if info, ierr := readDAInfo(t); ierr == nil && info.max >= 0 && info.counter >= 0 {
-			be.MaxTries = info.max
-			be.TriesLeft = max(info.max-info.counter, 0)
+		if info, ierr := ReadLockoutInfo(t); ierr == nil {
+			be.MaxTries = info.MaxFailures
+			be.TriesLeft = info.TriesLeft()
 		}
 		return be
 	case errors.Is(err, tpm2.TPMRCPolicyFail), errors.Is(err, tpm2.TPMRCPCRChanged):
