@@ -255,7 +255,7 @@ func kdfObject(p kdf.Params, salt []byte) *KDF {
 // aes-xts-plain64 with a 512-bit key.
 func (h *Header) defaultAreaCipher(keySize int) (string, int) {
 	if s, ok := h.Meta.Segments[0]; ok && s.Type == SegmentCrypt {
-		if _, err := crypt.New(s.Encryption, make([]byte, keySize), 512); err == nil {
+		if spec, err := crypt.ParseSpec(s.Encryption); err == nil && spec.ValidKeySize(keySize) {
 			return s.Encryption, keySize
 		}
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/volcrypt/volcrypt/crypt"
 	"github.com/volcrypt/volcrypt/header"
+	"github.com/volcrypt/volcrypt/internal/lock"
 	"github.com/volcrypt/volcrypt/internal/secret"
 	"github.com/volcrypt/volcrypt/kdf"
 )
@@ -140,18 +141,20 @@ func (v *Volume) Close() error {
 	return err
 }
 
-// withLock runs fn holding a lock on the header file: shared for reads,
-// exclusive for updates. For image files the lock is a flock on the file
-// itself, as cryptsetup takes it.
+// withLock runs fn holding cryptsetup's lock on the header's device: shared
+// for reads, exclusive for updates (internal/lock: /run/cryptsetup/L_M:m
+// for block devices, a flock on the file itself for images), so volcrypt
+// and cryptsetup never interleave header updates.
 func (v *Volume) withLock(exclusive bool, fn func() error) error {
-	how := unix.LOCK_SH
+	take := lock.Shared
 	if exclusive {
-		how = unix.LOCK_EX
+		take = lock.Exclusive
 	}
-	if err := unix.Flock(int(v.hdr.Fd()), how); err != nil {
+	l, err := take(v.HeaderPath)
+	if err != nil {
 		return fmt.Errorf("lock %s: %w", v.HeaderPath, err)
 	}
-	defer unix.Flock(int(v.hdr.Fd()), unix.LOCK_UN)
+	defer l.Unlock()
 	return fn()
 }
 
