@@ -108,7 +108,7 @@ func withTPM(t *testing.T, inst *swtpmInstance, f func(tp transport.TPM)) {
 func testPassphrase(t *testing.T, img string, pass []byte) error {
 	t.Helper()
 	f := writeSecretFile(t, t.TempDir(), "pass", pass)
-	out, err := run(t, nil, "cryptsetup", "open", "--test-passphrase", "--key-file", f, img)
+	out, err := run(t, nil, "cryptsetup", "open", "--test-passphrase", "--disable-external-tokens", "--key-file", f, img)
 	if err != nil {
 		t.Logf("cryptsetup open --test-passphrase: %s", out)
 	}
