@@ -261,3 +261,55 @@ func TestInteropVolcryptSealSystemdUnseal(t *testing.T) {
 		})
 	}
 }
+
+// TestInteropKernelTPM runs where the kernel has a TPM (the VM harness): a
+// token sealed here through /dev/tpmrm0 opens the volume through
+// libcryptsetup's systemd-tpm2 token plugin (systemd's code, no passphrase
+// given), and a token enrolled by systemd-cryptenroll --tpm2-device=auto
+// unseals here.
+func TestInteropKernelTPM(t *testing.T) {
+	requireInteropTools(t)
+	if _, err := os.Stat(DefaultDevice); err != nil {
+		t.Skipf("%s absent: skipping (runs in the VM harness: go test -exec scripts/vmtest ./tpm)", DefaultDevice)
+	}
+	plugin, _ := filepath.Glob("/lib/x86_64-linux-gnu/cryptsetup/libcryptsetup-token-systemd-tpm2.so")
+	if len(plugin) == 0 {
+		t.Skip("libcryptsetup-token-systemd-tpm2.so absent: skipping")
+	}
+	tp, err := Open("auto")
+	require.NoError(t, err)
+	defer tp.Close()
+
+	// volcrypt seals, systemd's token plugin unseals.
+	img, keyFile := newLUKS2Image(t)
+	sec := randomSecret(t)
+	s, err := Seal(tp, sec, SealOptions{PCRs: []int{7, 16}})
+	require.NoError(t, err)
+	dir := t.TempDir()
+	mustRun(t, nil, "cryptsetup", "luksAddKey", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
+		"--key-file", keyFile, "--new-key-slot", "2", img, writeSecretFile(t, dir, "newkey", Passphrase(sec)))
+	tokJSON, err := NewToken(s, 2).MarshalJSON()
+	require.NoError(t, err)
+	mustRun(t, nil, "cryptsetup", "token", "import", "--json-file", writeSecretFile(t, dir, "token.json", tokJSON), "--token-id", "1", img)
+	out := mustRun(t, nil, "cryptsetup", "open", "--test-passphrase", "--token-only", "--debug", img)
+	require.Contains(t, out, "Trying to open keyslot 2 with token 1", out)
+
+	// systemd-cryptenroll seals, volcrypt unseals.
+	img2, keyFile2 := newLUKS2Image(t)
+	mustRun(t, nil, "systemd-cryptenroll", "--unlock-key-file="+keyFile2, "--tpm2-device=auto", "--tpm2-pcrs=7+16", img2)
+	js := mustRun(t, nil, "cryptsetup", "token", "export", "--token-id", "0", img2)
+	tok, err := ParseToken([]byte(strings.TrimSpace(js)))
+	require.NoError(t, err)
+	s2, err := tok.Sealed()
+	require.NoError(t, err)
+	got, err := Unseal(tp, s2, nil)
+	require.NoError(t, err)
+	require.NoError(t, testPassphrase(t, img2, Passphrase(got)))
+
+	// Changing PCR 16 locks both out.
+	extendPCR(t, tp, 16, "changed")
+	_, err = Unseal(tp, s2, nil)
+	require.ErrorIs(t, err, ErrPCRMismatch)
+	_, err = run(t, nil, "cryptsetup", "open", "--test-passphrase", "--token-only", img)
+	require.Error(t, err, "systemd's plugin must refuse after PCR 16 changed")
+}
