@@ -20,7 +20,7 @@ import (
 // salted with the parent key, so neither the PIN-derived auth value nor the
 // secret crosses the bus in clear. Failures wrap ErrPCRMismatch
 // (*PCRMismatchError), ErrBadPIN (*BadPINError), ErrLockout (*LockoutError)
-// or, from a TPM that cannot be opened, ErrNoTPM. The caller wipes the result.
+// or ErrPINRequired. The caller wipes the result.
 func Unseal(t transport.TPM, s *Sealed, pin []byte) (_ []byte, err error) {
 	if s == nil {
 		return nil, errors.New("unseal: no sealed object")
@@ -43,7 +43,9 @@ func Unseal(t transport.TPM, s *Sealed, pin []byte) (_ []byte, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("unseal: %w", err)
 	}
-	t = withRetry(t)
+	rec := &wipingTPM{t: withRetry(t)}
+	defer rec.wipe()
+	t = rec
 
 	parent, loaded, err := loadSealed(t, s, priv, pub)
 	if err != nil {
@@ -99,6 +101,31 @@ func Unseal(t transport.TPM, s *Sealed, pin []byte) (_ []byte, err error) {
 	out := slices.Clone(rsp.OutData.Buffer)
 	secret.Wipe(rsp.OutData.Buffer)
 	return out, nil
+}
+
+// wipingTPM keeps the responses it passes on so they can be wiped: go-tpm
+// decrypts the unsealed secret in place in the response buffer before
+// copying it out.
+type wipingTPM struct {
+	t    transport.TPM
+	rsps [][]byte
+}
+
+// Send implements transport.TPM.
+func (w *wipingTPM) Send(cmd []byte) ([]byte, error) {
+	rsp, err := w.t.Send(cmd)
+	if rsp != nil {
+		w.rsps = append(w.rsps, rsp)
+	}
+	return rsp, err
+}
+
+// wipe zeroes every response seen.
+func (w *wipingTPM) wipe() {
+	for _, r := range w.rsps {
+		secret.Wipe(r)
+	}
+	w.rsps = nil
 }
 
 // loadSealed loads the sealed object under its parent. A token without
