@@ -211,7 +211,12 @@ func PolicyDigest(bank string, values map[int][]byte, pin bool) ([]byte, error) 
 // Seal seals secretData (1–128 bytes; systemd uses 32) to the PCR policy in
 // opts: the secret travels to the TPM encrypted in a salted AES-128-CFB
 // session, and every handle is flushed before Seal returns.
-func Seal(t transport.TPM, secretData []byte, opts SealOptions) (_ *Sealed, err error) {
+func Seal(t transport.TPM, secretData []byte, opts SealOptions) (res *Sealed, err error) {
+	defer func() {
+		if err != nil {
+			res = nil // e.g. a flush failed after the object was created
+		}
+	}()
 	if len(secretData) == 0 || len(secretData) > maxSecretBytes {
 		return nil, fmt.Errorf("seal: secret is %d bytes, want 1–%d", len(secretData), maxSecretBytes)
 	}

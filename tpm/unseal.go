@@ -21,7 +21,13 @@ import (
 // secret crosses the bus in clear. Failures wrap ErrPCRMismatch
 // (*PCRMismatchError), ErrBadPIN (*BadPINError), ErrLockout (*LockoutError)
 // or ErrPINRequired. The caller wipes the result.
-func Unseal(t transport.TPM, s *Sealed, pin []byte) (_ []byte, err error) {
+func Unseal(t transport.TPM, s *Sealed, pin []byte) (res []byte, err error) {
+	defer func() {
+		if err != nil && res != nil {
+			secret.Wipe(res) // a flush failed after unsealing
+			res = nil
+		}
+	}()
 	if s == nil {
 		return nil, errors.New("unseal: no sealed object")
 	}
