@@ -27,6 +27,9 @@ type Header struct {
 	Meta    *Metadata
 
 	salts [2][saltLen]byte
+	// released are the areas of key slots removed since the header was
+	// read or written; AddKeyslot does not reuse them until Write.
+	released []Area
 	// Damaged lists the problems found in the copies that were not used, so
 	// that a repair can rewrite them; empty when both copies were good and
 	// had the same seqid.
@@ -212,6 +215,7 @@ func (h *Header) Write(w io.WriterAt) error {
 	}
 	h.SeqID++
 	h.Damaged = nil
+	h.released = nil
 	return nil
 }
 

@@ -258,3 +258,28 @@ func TestSeqIDPicksNewerCopy(t *testing.T) {
 }
 
 func cheapLimits() kdf.Limits { return kdf.DefaultLimits() }
+
+// TestRemovedAreaNotReusedBeforeWrite: a slot removed and a slot added in
+// one update must not share an area, or wiping the old one destroys the new.
+func TestRemovedAreaNotReusedBeforeWrite(t *testing.T) {
+	img := sparseImage(t, 20<<20)
+	f := openImage(t, img)
+	key := make([]byte, 64)
+	_, _ = rand.Read(key)
+	h, err := New(key, NewOptions{})
+	require.NoError(t, err)
+	_, err = h.AddKeyslot(f, 0, []byte("old"), key, KeyslotParams{KDF: cheapPBKDF2})
+	require.NoError(t, err)
+	require.NoError(t, h.Write(f))
+	old, err := h.RemoveKeyslot(0)
+	require.NoError(t, err)
+	slot, err := h.AddKeyslot(f, -1, []byte("new"), key, KeyslotParams{KDF: cheapPBKDF2})
+	require.NoError(t, err)
+	require.NotEqual(t, old.Offset, h.Meta.Keyslots[slot].Area.Offset)
+	require.NoError(t, h.Write(f))
+	require.NoError(t, WipeArea(f, old))
+	h, err = Read(f)
+	require.NoError(t, err)
+	_, _, err = h.Unlock(f, []byte("new"), UnlockOptions{Keyslot: -1, Limits: kdf.DefaultLimits()})
+	require.NoError(t, err)
+}

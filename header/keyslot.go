@@ -281,6 +281,11 @@ func (h *Header) findArea(size int64) (int64, error) {
 	for _, k := range h.Meta.Keyslots {
 		used = append(used, span{int64(k.Area.Offset), int64(k.Area.Offset) + int64(k.Area.Size)})
 	}
+	// Areas of slots removed since the last write still hold key material
+	// the header on disk names: never reuse them before that write.
+	for _, a := range h.released {
+		used = append(used, span{int64(a.Offset), int64(a.Offset) + int64(a.Size)})
+	}
 	slices.SortFunc(used, func(a, b span) int { return int(a.from - b.from) })
 	off := start
 	for _, u := range used {
@@ -310,6 +315,7 @@ func (h *Header) RemoveKeyslot(id int) (Area, error) {
 		return Area{}, fmt.Errorf("key slot %d: %w", id, ErrKeyslotNotFound)
 	}
 	delete(h.Meta.Keyslots, id)
+	h.released = append(h.released, k.Area)
 	for _, d := range h.Meta.Digests {
 		d.Keyslots = slices.DeleteFunc(d.Keyslots, func(x int) bool { return x == id })
 	}

@@ -14,7 +14,7 @@ func (a *app) enrollCommand() *cobra.Command {
 		Use:   "enroll",
 		Short: "Add a recovery password or a TPM 2.0 key to a volume",
 	}
-	cmd.AddCommand(a.enrollRecoveryCommand())
+	cmd.AddCommand(a.enrollRecoveryCommand(), a.enrollTPM2Command())
 	return cmd
 }
 

@@ -28,6 +28,9 @@ func exitCode(err error) (int, string) {
 	var cost *kdf.CostError
 	var busy *dm.BusyError
 	var req *header.RequirementsError
+	if hint, ok := tpmHint(err); ok {
+		return exitNoKey, hint
+	}
 	switch {
 	case errors.As(err, &cost):
 		return exitUsage, "the key slot's KDF cost is above volcrypt's safety limit; if you trust this header, raise the limit with " + cost.Flag

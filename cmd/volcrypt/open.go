@@ -1,11 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/volcrypt/volcrypt/internal/passphrase"
+	"github.com/volcrypt/volcrypt/internal/secret"
 	"github.com/volcrypt/volcrypt/volume"
 )
 
@@ -15,6 +18,8 @@ func (a *app) openCommand() *cobra.Command {
 		headerFile string
 		test       bool
 		o          volume.ActivateOptions
+		tf         tpmFlags
+		tokens     tokenFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "open [flags] DEVICE [NAME]",
@@ -34,12 +39,7 @@ An image file is attached to a loop device, which goes away when the mapping is 
 				return err
 			}
 			defer v.Close()
-			pass, err := a.passphrase(key, fmt.Sprintf("Enter passphrase for %s: ", args[0]), false)
-			if err != nil {
-				return err
-			}
-			defer pass.Wipe()
-			vk, slot, err := v.Unlock(pass.Bytes(), volume.UnlockOptions{Keyslot: key.slot})
+			vk, slot, err := a.unlock(v, key, tf, tokens)
 			if err != nil {
 				return err
 			}
@@ -72,6 +72,9 @@ An image file is attached to a loop device, which goes away when the mapping is 
 	fs.BoolVar(&o.NoReadWorkqueue, "perf-no_read_workqueue", false, "dm-crypt: no workqueue for reads")
 	fs.BoolVar(&o.NoWriteWorkqueue, "perf-no_write_workqueue", false, "dm-crypt: no workqueue for writes")
 	fs.BoolVar(&o.Persistent, "persistent", false, "store the discard and performance flags in the header")
+	tf.register(fs)
+	fs.BoolVar(&tokens.only, "token-only", false, "unlock only through tokens (TPM); never ask for a passphrase")
+	fs.BoolVar(&tokens.disable, "disable-tokens", false, "do not try tokens (TPM); use a passphrase or key file")
 	a.addJSONFlag(cmd)
 	return cmd
 }
@@ -126,4 +129,40 @@ func (a *app) statusCommand() *cobra.Command {
 	}
 	a.addJSONFlag(cmd)
 	return cmd
+}
+
+// tokenFlags are cryptsetup's --token-only and --disable-tokens.
+type tokenFlags struct{ only, disable bool }
+
+// unlock gets the volume key the way open does: the TPM tokens first (when
+// no key file is given and a TPM is reachable), then the key file or a
+// passphrase prompt. With no terminal and no passphrase on standard input,
+// the TPM's reason for failing is the error.
+func (a *app) unlock(v *volume.Volume, key keyFlags, tf tpmFlags, tokens tokenFlags) (*secret.Buffer, int, error) {
+	if tokens.only && tokens.disable {
+		return nil, -1, usageError{fmt.Errorf("--token-only and --disable-tokens exclude each other")}
+	}
+	var tokenErr error
+	if key.file == "" && !tokens.disable && (tokens.only || tf.reachable()) {
+		vk, slot, err := a.unlockTPM2(v, tf)
+		if err == nil {
+			return vk, slot, nil
+		}
+		if tokens.only {
+			return nil, -1, err
+		}
+		tokenErr = err
+		if !errors.Is(err, volume.ErrNoToken) {
+			fmt.Fprintf(a.stderr, "TPM2 unlock failed: %s\n", oneLine(err))
+		}
+	}
+	pass, err := a.passphrase(key, fmt.Sprintf("Enter passphrase for %s: ", v.Path), false)
+	if err != nil {
+		if tokenErr != nil && !errors.Is(tokenErr, volume.ErrNoToken) && errors.Is(err, passphrase.ErrNoTerminal) {
+			return nil, -1, tokenErr
+		}
+		return nil, -1, err
+	}
+	defer pass.Wipe()
+	return v.Unlock(pass.Bytes(), volume.UnlockOptions{Keyslot: key.slot})
 }
