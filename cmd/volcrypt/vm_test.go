@@ -19,7 +19,7 @@ import (
 func inVM(t *testing.T) {
 	t.Helper()
 	if os.Getenv("VOLCRYPT_VM") != "1" {
-		t.Skip("needs device-mapper as root: runs in the VM (go test -exec scripts/vmtest -run TestVM ./cmd/volcrypt/)")
+		t.Skip("needs device-mapper as root: runs in the VM (go test -exec $PWD/scripts/vmtest -run TestVM ./cmd/volcrypt/)")
 	}
 }
 

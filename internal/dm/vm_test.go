@@ -1,7 +1,7 @@
 package dm
 
 // Tests that need a kernel with device mapper and dm-crypt, run as root:
-// in the test VM (go test -exec scripts/vmtest ./internal/dm/) or on a
+// in the test VM (go test -exec $PWD/scripts/vmtest ./internal/dm/) or on a
 // machine that has /dev/mapper/control. They skip elsewhere.
 
 import (
@@ -28,10 +28,10 @@ import (
 func requireDM(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root for device mapper (run with go test -exec scripts/vmtest)")
+		t.Skip("needs root for device mapper (run with go test -exec $PWD/scripts/vmtest)")
 	}
 	if err := Available(); err != nil {
-		t.Skipf("no device mapper here (run with go test -exec scripts/vmtest): %v", err)
+		t.Skipf("no device mapper here (run with go test -exec $PWD/scripts/vmtest): %v", err)
 	}
 	if err := loop.Available(); err != nil {
 		t.Skipf("no loop devices: %v", err)

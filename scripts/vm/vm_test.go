@@ -41,14 +41,14 @@ func needTool(t *testing.T, name string) {
 	}
 }
 
-func TestRoot(t *testing.T) {
+func TestVMRoot(t *testing.T) {
 	needVM(t)
 	if os.Geteuid() != 0 {
 		t.Fatalf("euid = %d, want 0", os.Geteuid())
 	}
 }
 
-func TestDeviceNodes(t *testing.T) {
+func TestVMDeviceNodes(t *testing.T) {
 	needVM(t)
 	nodes := []string{"/dev/mapper/control", "/dev/loop-control", "/dev/null", "/dev/urandom"}
 	if tpm := os.Getenv("VOLCRYPT_VM_TPM"); tpm != "" {
@@ -77,7 +77,7 @@ func TestDeviceNodes(t *testing.T) {
 	}
 }
 
-func TestKernelFeatures(t *testing.T) {
+func TestVMKernelFeatures(t *testing.T) {
 	needVM(t)
 	misc, err := os.ReadFile("/proc/misc")
 	if err != nil {
@@ -99,7 +99,7 @@ func TestKernelFeatures(t *testing.T) {
 }
 
 // TestTPM sends TPM2_GetRandom(8) to the kernel's resource manager and checks the answer.
-func TestTPM(t *testing.T) {
+func TestVMTPM(t *testing.T) {
 	needVM(t)
 	dev := os.Getenv("VOLCRYPT_VM_TPM")
 	if dev == "" {
@@ -133,7 +133,7 @@ func TestTPM(t *testing.T) {
 	}
 }
 
-func TestLoopDevice(t *testing.T) {
+func TestVMLoopDevice(t *testing.T) {
 	needVM(t)
 	needTool(t, "losetup")
 	img := filepath.Join(t.TempDir(), "loop.img")
@@ -147,7 +147,7 @@ func TestLoopDevice(t *testing.T) {
 	run(t, "losetup", "--detach", dev)
 }
 
-func TestCryptsetupVersion(t *testing.T) {
+func TestVMCryptsetupVersion(t *testing.T) {
 	needVM(t)
 	needTool(t, "cryptsetup")
 	t.Log(strings.TrimSpace(run(t, "cryptsetup", "--version")))
@@ -156,7 +156,7 @@ func TestCryptsetupVersion(t *testing.T) {
 // TestDMCryptSmoke proves real dm-crypt end to end with the host's cryptsetup: LUKS2 on a loop-backed
 // file, open, mkfs.ext4, mount, write, umount, close, reopen, read back. Without udev, libdevmapper
 // notices that udev is not running and makes /dev/mapper/NAME itself: no extra flags needed.
-func TestDMCryptSmoke(t *testing.T) {
+func TestVMDMCryptSmoke(t *testing.T) {
 	needVM(t)
 	for _, tool := range []string{"cryptsetup", "mkfs.ext4", "mount", "umount"} {
 		needTool(t, tool)
@@ -219,7 +219,7 @@ func TestDMCryptSmoke(t *testing.T) {
 }
 
 // TestDisk checks the scratch disk is writable at both ends.
-func TestDisk(t *testing.T) {
+func TestVMDisk(t *testing.T) {
 	needVM(t)
 	disk := os.Getenv("VOLCRYPT_VM_DISK")
 	if disk == "" {
@@ -246,7 +246,7 @@ func TestDisk(t *testing.T) {
 	}
 }
 
-func TestScratch(t *testing.T) {
+func TestVMScratch(t *testing.T) {
 	needVM(t)
 	dir := os.Getenv("VOLCRYPT_VM_SCRATCH")
 	if dir == "" {
@@ -259,7 +259,7 @@ func TestScratch(t *testing.T) {
 
 // TestKeyring adds a logon key (as dm-crypt's key=:64:logon:NAME tables need) and a user key to the
 // thread keyring and reads the user key back.
-func TestKeyring(t *testing.T) {
+func TestVMKeyring(t *testing.T) {
 	needVM(t)
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
