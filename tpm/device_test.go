@@ -17,7 +17,7 @@ func TestKernelTPMDevice(t *testing.T) {
 			path = DefaultDevice
 		}
 		if _, err := os.Stat(path); err != nil {
-			t.Logf("%s absent: skipping %s (runs in the VM harness: go test -exec scripts/vmtest ./tpm)", path, dev)
+			t.Logf("%s absent: skipping %s (runs in the VM harness: go test -exec $PWD/scripts/vmtest ./tpm)", path, dev)
 			continue
 		}
 		t.Run(dev, func(t *testing.T) {

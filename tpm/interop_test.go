@@ -270,7 +270,7 @@ func TestInteropVolcryptSealSystemdUnseal(t *testing.T) {
 func TestInteropKernelTPM(t *testing.T) {
 	requireInteropTools(t)
 	if _, err := os.Stat(DefaultDevice); err != nil {
-		t.Skipf("%s absent: skipping (runs in the VM harness: go test -exec scripts/vmtest ./tpm)", DefaultDevice)
+		t.Skipf("%s absent: skipping (runs in the VM harness: go test -exec $PWD/scripts/vmtest ./tpm)", DefaultDevice)
 	}
 	plugin, _ := filepath.Glob("/lib/x86_64-linux-gnu/cryptsetup/libcryptsetup-token-systemd-tpm2.so")
 	if len(plugin) == 0 {

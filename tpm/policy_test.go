@@ -186,3 +186,39 @@ func BenchmarkUnseal(b *testing.B) {
 		})
 	}
 }
+
+// fakeTPM answers with canned response codes, then success.
+type fakeTPM struct {
+	codes []uint32
+	sent  int
+}
+
+func (f *fakeTPM) Send(cmd []byte) ([]byte, error) {
+	f.sent++
+	rsp := []byte{0x80, 0x01, 0, 0, 0, 10, 0, 0, 0, 0}
+	if len(f.codes) > 0 {
+		rsp[6], rsp[7], rsp[8], rsp[9] = byte(f.codes[0]>>24), byte(f.codes[0]>>16), byte(f.codes[0]>>8), byte(f.codes[0])
+		f.codes = f.codes[1:]
+	}
+	return rsp, nil
+}
+
+func TestRetryTPM(t *testing.T) {
+	f := &fakeTPM{codes: []uint32{rcRetry, rcYielded, rcTesting}}
+	rsp, err := withRetry(f).Send([]byte{0x80, 0x01, 0, 0, 0, 10, 0, 0, 1, 0x44})
+	require.NoError(t, err)
+	require.Equal(t, 4, f.sent)
+	require.Equal(t, []byte{0, 0, 0, 0}, rsp[6:10])
+
+	// Other errors come back at once.
+	f = &fakeTPM{codes: []uint32{uint32(tpm2.TPMRCLockout)}}
+	_, err = withRetry(f).Send([]byte{0x80, 0x01, 0, 0, 0, 10, 0, 0, 1, 0x44})
+	require.NoError(t, err)
+	require.Equal(t, 1, f.sent)
+}
+
+func TestOpenSwtpmRefused(t *testing.T) {
+	port := freePortPair(t)
+	_, err := Open("swtpm:host=127.0.0.1,port=" + strconv.Itoa(port))
+	require.ErrorIs(t, err, ErrNoTPM)
+}
