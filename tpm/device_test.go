@@ -10,7 +10,7 @@ import (
 // TestKernelTPMDevice runs where the kernel exposes a TPM (the VM harness:
 // swtpm attached as tpm-tis). It checks the device transport (opened with
 // unix.Open, blocking reads) end to end.
-func TestKernelTPMDevice(t *testing.T) {
+func TestVMKernelTPMDevice(t *testing.T) {
 	for _, dev := range []string{"auto", "/dev/tpmrm0", "/dev/tpm0"} {
 		path := dev
 		if dev == "auto" {

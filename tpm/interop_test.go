@@ -267,7 +267,7 @@ func TestInteropVolcryptSealSystemdUnseal(t *testing.T) {
 // libcryptsetup's systemd-tpm2 token plugin (systemd's code, no passphrase
 // given), and a token enrolled by systemd-cryptenroll --tpm2-device=auto
 // unseals here.
-func TestInteropKernelTPM(t *testing.T) {
+func TestVMInteropKernelTPM(t *testing.T) {
 	requireInteropTools(t)
 	if _, err := os.Stat(DefaultDevice); err != nil {
 		t.Skipf("%s absent: skipping (runs in the VM harness: go test -exec $PWD/scripts/vmtest ./tpm)", DefaultDevice)
