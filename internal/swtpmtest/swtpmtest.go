@@ -26,8 +26,8 @@ type TPM struct {
 	TCTI string
 }
 
-// freePortPair finds P such that P and P+1 are both free on 127.0.0.1.
-func freePortPair(t testing.TB) int {
+// FreePortPair finds P such that P and P+1 are both free on 127.0.0.1.
+func FreePortPair(t testing.TB) int {
 	for range 200 {
 		p := 20000 + rand.IntN(40000)
 		l1, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
@@ -64,7 +64,7 @@ func Start(t testing.TB) *TPM {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	for attempt := 0; ; attempt++ {
-		port := freePortPair(t)
+		port := FreePortPair(t)
 		cmd := exec.Command(bin, "socket", "--tpm2",
 			"--tpmstate", "dir="+dir,
 			"--server", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", port),
