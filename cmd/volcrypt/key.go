@@ -59,12 +59,7 @@ func (a *app) keyAddCommand() *cobra.Command {
 			if key.file != "" && key.file == newKey.file && key.file == "-" {
 				return usageError{fmt.Errorf("--key-file and --new-key-file cannot both read standard input")}
 			}
-			pass, err := a.passphrase(key, fmt.Sprintf("Enter any existing passphrase for %s: ", args[0]), false)
-			if err != nil {
-				return err
-			}
-			vk, _, err := v.Unlock(pass.Bytes(), volume.UnlockOptions{Keyslot: -1})
-			pass.Wipe()
+			vk, err := a.unlockExisting(v, key)
 			if err != nil {
 				return err
 			}
