@@ -75,6 +75,9 @@ with cryptsetup, and unlocks them with a passphrase, a key file, a recovery pass
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(a.formatCommand(), a.openCommand(), a.dumpCommand(), a.keyCommand())
 	root.AddCommand(a.closeCommand(), a.statusCommand(), a.enrollCommand(), a.tokenCommand())
+	for _, cmds := range [][]*cobra.Command{a.benchmarkCommands(), a.reliabilityCommands(), a.bootCommands(), a.reencryptCommands(), a.tpm2Commands()} {
+		root.AddCommand(cmds...)
+	}
 	return root
 }
 

@@ -20,6 +20,7 @@ func (a *app) openCommand() *cobra.Command {
 		o          volume.ActivateOptions
 		tf         tpmFlags
 		tokens     tokenFlags
+		userspace  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "open [flags] DEVICE [NAME]",
@@ -51,6 +52,9 @@ An image file is attached to a loop device, which goes away when the mapping is 
 				fmt.Fprintf(a.stderr, "Key slot %d unlocked.\n", slot)
 				return nil
 			}
+			if userspace {
+				return a.openUserspace(cmd, v, vk, args[1], o.ReadOnly)
+			}
 			if err := v.Activate(args[1], vk, o); err != nil {
 				return err
 			}
@@ -73,6 +77,7 @@ An image file is attached to a loop device, which goes away when the mapping is 
 	fs.BoolVar(&o.NoWriteWorkqueue, "perf-no_write_workqueue", false, "dm-crypt: no workqueue for writes")
 	fs.BoolVar(&o.Persistent, "persistent", false, "store the discard and performance flags in the header")
 	tf.register(fs)
+	fs.BoolVar(&userspace, "userspace", false, "serve the plaintext as a file under NAME (a mount point) through FUSE, without device-mapper")
 	fs.BoolVar(&tokens.only, "token-only", false, "unlock only through tokens (TPM); never ask for a passphrase")
 	fs.BoolVar(&tokens.disable, "disable-tokens", false, "do not try tokens (TPM); use a passphrase or key file")
 	a.addJSONFlag(cmd)
@@ -87,6 +92,9 @@ func (a *app) closeCommand() *cobra.Command {
 		Example: `  volcrypt close data`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if handled, err := a.closeUserspace(args[0]); handled {
+				return err
+			}
 			return volume.Deactivate(args[0], deferred)
 		},
 	}
@@ -102,6 +110,9 @@ func (a *app) statusCommand() *cobra.Command {
   volcrypt status --json data`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if handled, err := a.statusUserspace(args[0]); handled {
+				return err
+			}
 			s, err := volume.MappingStatus(args[0])
 			if err != nil {
 				return err
