@@ -11,6 +11,7 @@ import (
 
 	"github.com/volcrypt/volcrypt/header"
 	"github.com/volcrypt/volcrypt/internal/secret"
+	"github.com/volcrypt/volcrypt/kdf"
 	"github.com/volcrypt/volcrypt/tpm"
 )
 
@@ -44,41 +45,26 @@ func (v *Volume) EnrollTPM2(ctx context.Context, volumeKey []byte, o TPM2EnrollO
 		return -1, -1, err
 	}
 	defer t.Close()
-	sec := secret.New(32)
-	defer sec.Wipe()
-	if _, err := io.ReadFull(rand.Reader, sec.Bytes()); err != nil {
-		return -1, -1, err
-	}
-	sealed, err := tpm.Seal(t, sec.Bytes(), tpm.SealOptions{PCRs: o.PCRs, PIN: o.PIN})
-	if err != nil {
-		return -1, -1, fmt.Errorf("seal to TPM: %w", err)
-	}
-	pass := secret.From(tpm.Passphrase(sec.Bytes()))
-	defer pass.Wipe()
-	p, err := highEntropyKDF.Resolve(ctx, len(volumeKey))
+	e, err := sealEnrollment(ctx, t, len(volumeKey), o.PCRs, o.PIN)
 	if err != nil {
 		return -1, -1, err
 	}
+	defer e.wipe()
 	slot, tokenID := o.Keyslot, -1
 	var wiped []header.Area
 	err = v.update(func(h *header.Header) error {
 		// Add first, then drop the old enrollments: the new slot keeps its
 		// place even when --wipe-slot frees a lower one.
 		var err error
-		if slot, err = h.AddKeyslot(v.hdr, slot, pass.Bytes(), volumeKey, header.KeyslotParams{KDF: p, AFHash: afHash(h)}); err != nil {
+		if slot, tokenID, err = e.add(h, v.hdr, volumeKey, slot); err != nil {
 			return err
 		}
 		if o.WipeExisting {
-			if wiped, err = removeTokens(h, TokenTPM2); err != nil {
+			if wiped, err = removeTokens(h, TokenTPM2, tokenID); err != nil {
 				return err
 			}
 		}
-		tok, err := tpm.NewToken(sealed, slot).MarshalJSON()
-		if err != nil {
-			return err
-		}
-		tokenID, err = h.AddToken(-1, tok)
-		return err
+		return nil
 	})
 	if err != nil {
 		return -1, -1, fmt.Errorf("enroll TPM2: %w", err)
@@ -86,27 +72,63 @@ func (v *Volume) EnrollTPM2(ctx context.Context, volumeKey []byte, o TPM2EnrollO
 	return slot, tokenID, v.wipeAreas(wiped)
 }
 
-// removeTokens drops every token of type typ and the key slots only those
-// tokens use, returning the areas to wipe once the header is written.
-func removeTokens(h *header.Header, typ string) ([]header.Area, error) {
+// enrollment is a secret sealed in the TPM, ready to become a key slot and
+// a token.
+type enrollment struct {
+	sealed *tpm.Sealed
+	pass   *secret.Buffer
+	kdf    kdf.Params
+}
+
+func (e *enrollment) wipe() { e.pass.Wipe() }
+
+// sealEnrollment seals a fresh 32-byte secret under pcrs (and pin).
+func sealEnrollment(ctx context.Context, t transport.TPM, keyLen int, pcrs []int, pin []byte) (*enrollment, error) {
+	sec := secret.New(32)
+	defer sec.Wipe()
+	if _, err := io.ReadFull(rand.Reader, sec.Bytes()); err != nil {
+		return nil, err
+	}
+	sealed, err := tpm.Seal(t, sec.Bytes(), tpm.SealOptions{PCRs: pcrs, PIN: pin})
+	if err != nil {
+		return nil, fmt.Errorf("seal to TPM: %w", err)
+	}
+	p, err := highEntropyKDF.Resolve(ctx, keyLen)
+	if err != nil {
+		return nil, err
+	}
+	return &enrollment{sealed: sealed, pass: secret.From(tpm.Passphrase(sec.Bytes())), kdf: p}, nil
+}
+
+// add stores the enrollment as a key slot (slot, or the lowest free one)
+// and a systemd-tpm2 token in the in-memory header.
+func (e *enrollment) add(h *header.Header, w io.WriterAt, volumeKey []byte, slot int) (int, int, error) {
+	slot, err := h.AddKeyslot(w, slot, e.pass.Bytes(), volumeKey, header.KeyslotParams{KDF: e.kdf, AFHash: afHash(h)})
+	if err != nil {
+		return -1, -1, err
+	}
+	tok, err := tpm.NewToken(e.sealed, slot).MarshalJSON()
+	if err != nil {
+		return -1, -1, err
+	}
+	id, err := h.AddToken(-1, tok)
+	return slot, id, err
+}
+
+// removeTokens drops every token of type typ but keep, and the key slots
+// only those tokens use, returning the areas to wipe once the header is
+// written.
+func removeTokens(h *header.Header, typ string, keep int) ([]header.Area, error) {
 	var areas []header.Area
 	for _, t := range h.Tokens() {
-		if t.Type != typ {
+		if t.Type != typ || t.ID == keep {
 			continue
 		}
-		if err := h.RemoveToken(t.ID); err != nil {
+		a, err := removeToken(h, t.ID)
+		if err != nil {
 			return nil, err
 		}
-		for _, slot := range t.Keyslots {
-			if usedByOtherToken(h, slot) {
-				continue
-			}
-			a, err := h.RemoveKeyslot(slot)
-			if err != nil {
-				return nil, err
-			}
-			areas = append(areas, a)
-		}
+		areas = append(areas, a...)
 	}
 	return areas, nil
 }

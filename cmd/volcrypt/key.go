@@ -266,6 +266,8 @@ func tokenKind(t string) string {
 		return "recovery"
 	case "systemd-fido2":
 		return "fido2"
+	case volume.TokenSuspend:
+		return "clear-key"
 	}
 	return t
 }

@@ -58,6 +58,9 @@ An image file is attached to a loop device, which goes away when the mapping is 
 			if err := v.Activate(args[1], vk, o); err != nil {
 				return err
 			}
+			if err := a.countBoot(cmd, v, vk, slot, tf); err != nil {
+				return err
+			}
 			if a.json {
 				return a.printJSON(map[string]any{"keyslot": slot, "name": args[1], "device": "/dev/mapper/" + args[1]})
 			}
@@ -154,6 +157,10 @@ func (a *app) unlock(v *volume.Volume, key keyFlags, tf tpmFlags, tokens tokenFl
 		return nil, -1, usageError{fmt.Errorf("--token-only and --disable-tokens exclude each other")}
 	}
 	var tokenErr error
+	if _, ok := v.Suspended(); ok && key.file == "" && !tokens.disable {
+		// TPM protection is suspended: the clear key opens with no TPM.
+		return v.UnlockSuspended()
+	}
 	if key.file == "" && !tokens.disable && (tokens.only || tf.reachable()) {
 		vk, slot, err := a.unlockTPM2(v, tf)
 		if err == nil {

@@ -106,3 +106,26 @@ func TestTPM2NoTPM(t *testing.T) {
 	require.Equal(t, 2, r.code, r.stderr)
 	require.Contains(t, r.stderr, "no TPM found")
 }
+
+func TestTPM2SuspendResumeCommands(t *testing.T) {
+	tp := swtpmtest.Start(t)
+	img, kf, _ := tpmVolume(t)
+	mustRun(t, "", "enroll", "tpm2", "--tpm2-device", tp.Device, "--key-file", kf, img)
+	r := mustRun(t, "", "tpm2", "suspend", "--json", "--reboot-count", "3", "--key-file", kf, img)
+	require.Contains(t, r.stdout, `"boots_left": 3`)
+	r = mustRun(t, "", "key", "list", "--json", img)
+	require.Contains(t, r.stdout, `"kind": "clear-key"`)
+
+	// Suspended: opens with no TPM, no key, no terminal.
+	require.NoError(t, tp.ExtendPCR(7))
+	mustRun(t, "", "open", "--test", img)
+
+	// resume re-seals to the changed PCR 7 and destroys the clear key.
+	mustRun(t, "", "tpm2", "resume", "--tpm2-device", tp.Device, img)
+	r = mustRun(t, "", "key", "list", "--json", img)
+	require.NotContains(t, r.stdout, "clear-key")
+	mustRun(t, "", "open", "--test", "--token-only", "--tpm2-device", tp.Device, img)
+	r = volcrypt(t, "", "tpm2", "resume", "--tpm2-device", tp.Device, img)
+	require.NotEqual(t, 0, r.code)
+	require.Contains(t, r.stderr, "not suspended")
+}

@@ -190,3 +190,31 @@ func TestVMFailuresLeaveNothing(t *testing.T) {
 	require.Empty(t, loopDevices(t))
 	_ = filepath.Join
 }
+
+// TestVMTPM2KernelDevice unlocks through the kernel's /dev/tpmrm0 with no
+// flag at all, then walks a firmware update under suspended protection.
+func TestVMTPM2KernelDevice(t *testing.T) {
+	inVM(t)
+	if _, err := os.Stat("/dev/tpmrm0"); err != nil {
+		t.Skip("no /dev/tpmrm0 in this VM (scripts/vmtest --no-tpm?)")
+	}
+	img := image(t, 48<<20)
+	kf := keyFile(t, "admin")
+	mustRun(t, "", append(append([]string{"format", "-q", "--key-file", kf}, cheap...), img)...)
+	mustRun(t, "", "enroll", "tpm2", "--key-file", kf, img)
+	mustRun(t, "", "open", img, "tk")
+	mustRun(t, "", "close", "tk")
+
+	mustRun(t, "", "tpm2", "suspend", "--key-file", kf, img)
+	sh(t, `TPM2TOOLS_TCTI=device:/dev/tpmrm0 tpm2_pcrextend 7:sha256=$(printf %064d 7)`)
+	r := volcrypt(t, "", "open", "--test", "--disable-tokens", img)
+	require.NotEqual(t, 0, r.code, "without tokens there is no key")
+	r = mustRun(t, "", "open", img, "tk")
+	require.Contains(t, r.stderr, "re-sealed")
+	mustRun(t, "", "close", "tk")
+	// Re-sealed to the new PCR 7: the TPM opens again, no clear key is left.
+	r = mustRun(t, "", "key", "list", "--json", img)
+	require.NotContains(t, r.stdout, "clear-key")
+	mustRun(t, "", "open", "--token-only", img, "tk")
+	mustRun(t, "", "close", "tk")
+}
