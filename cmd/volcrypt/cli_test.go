@@ -334,3 +334,20 @@ func TestUnboundKeyslotListedNotUsed(t *testing.T) {
 }
 
 func lookPath(name string) (string, error) { return exec.LookPath(name) }
+
+func TestDetachedHeader(t *testing.T) {
+	cryptsetupBin(t)
+	data := image(t, 16<<20)
+	hdr := filepath.Join(t.TempDir(), "hdr.img")
+	kf := keyFile(t, "detached")
+	mustRun(t, "", append(append([]string{"format", "-q", "--key-file", kf, "--header", hdr}, cheap...), data)...)
+	// The data device holds no header; cryptsetup reads the header file.
+	r := volcrypt(t, "", "dump", data)
+	require.Equal(t, 1, r.code, r.stderr)
+	out := mustCryptsetup(t, "luksDump", hdr)
+	require.Contains(t, out, "offset: 0 [bytes]")
+	mustCryptsetup(t, "open", "--test-passphrase", "--key-file", kf, "--header", hdr, data)
+	mustRun(t, "", "open", "--test", "--key-file", kf, "--header", hdr, data)
+	mustRun(t, "", append(append([]string{"key", "add", "--key-file", kf, "--new-key-file", keyFile(t, "second"), "--header", hdr}, cheap...), data)...)
+	mustCryptsetup(t, "open", "--test-passphrase", "--key-file", keyFile(t, "second"), "--header", hdr, data)
+}

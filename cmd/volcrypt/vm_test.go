@@ -218,3 +218,24 @@ func TestVMTPM2KernelDevice(t *testing.T) {
 	mustRun(t, "", "open", "--token-only", img, "tk")
 	mustRun(t, "", "close", "tk")
 }
+
+// TestVMPersistentFlags: --persistent stores the flags in the header, so a
+// later plain open (by volcrypt or cryptsetup) uses them.
+func TestVMPersistentFlags(t *testing.T) {
+	inVM(t)
+	img := image(t, 48<<20)
+	kf := keyFile(t, "p")
+	mustRun(t, "", append(append([]string{"format", "-q", "--key-file", kf}, cheap...), img)...)
+	mustRun(t, "", "open", "--persistent", "--allow-discards", "--perf-no_read_workqueue", "--key-file", kf, img, "pf")
+	mustRun(t, "", "close", "pf")
+	require.Contains(t, mustCryptsetup(t, "luksDump", img), "allow-discards no-read-workqueue")
+	mustRun(t, "", "open", "--key-file", kf, img, "pf")
+	st := mustRun(t, "", "status", "--json", "pf")
+	require.Contains(t, st.stdout, `"discards"`)
+	require.Contains(t, st.stdout, `"no_read_workqueue"`)
+	mustRun(t, "", "close", "pf")
+	mustCryptsetup(t, "open", "--key-file", kf, img, "pc")
+	out := mustCryptsetup(t, "status", "pc")
+	require.Contains(t, out, "discards")
+	mustCryptsetup(t, "close", "pc")
+}
