@@ -1,0 +1,301 @@
+// Package userspace serves a volume's plaintext as one file in a FUSE mount,
+// for hosts without device-mapper (containers, CI runners, locked-down
+// kernels): the file can be attached with losetup and mounted like a disk
+// image, while every sector is encrypted and decrypted by volcrypt's
+// userspace engine in this process.
+//
+// The file behaves like a block device: its size is fixed (truncation and
+// O_TRUNC are ignored), writes past its end fail with ENOSPC, every write
+// reaches the device before it is acknowledged (no write-back cache in the
+// server), and fsync or close after a write calls Options.Sync, so data
+// reaches the disk. All I/O is direct (FOPEN_DIRECT_IO): the kernel keeps
+// no second page cache of the plaintext under the one of whatever file
+// system sits on top, and shared mmap of the file is not supported.
+package userspace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+var (
+	// ErrNoFUSE means the kernel offers no FUSE (/dev/fuse is missing).
+	ErrNoFUSE = errors.New("FUSE is not available (/dev/fuse is missing)")
+	// ErrNotDir means the mount point is not an existing directory.
+	ErrNotDir = errors.New("mount point is not a directory")
+)
+
+// FSType is the file system type of volcrypt's mounts in /proc/self/mountinfo
+// ("fuse." + the name given to the kernel).
+const FSType = "fuse.volcrypt"
+
+// DefaultName is the plaintext file's name when Options.Name is empty.
+const DefaultName = "volume"
+
+// maxRequest is the largest read or write the kernel sends in one request
+// (1 MiB, the kernel's limit since Linux 4.20).
+const maxRequest = 1 << 20
+
+// Device is what a mount serves: a fixed-size random-access byte range, such
+// as a *volume.Plaintext. Writes must be safe for concurrent use when they do
+// not overlap (the kernel serializes writes to the file), reads always.
+type Device interface {
+	io.ReaderAt
+	io.WriterAt
+	Size() int64
+}
+
+// Options say how to serve a Device.
+type Options struct {
+	// Name is the file's name inside the mount point; DefaultName if empty.
+	Name string
+	// ReadOnly mounts read-only: the device is never written.
+	ReadOnly bool
+	// Sync makes completed writes durable, such as (*os.File).Sync of the
+	// underlying device. It runs on fsync and on close or flush after a
+	// write; nil means writes are durable when WriteAt returns.
+	Sync func() error
+	// Source is the mount's source shown in /proc/mounts (the device path);
+	// "volcrypt" if empty.
+	Source string
+	// UID and GID own the file; its mode is 0600 (0400 read-only). Only
+	// the user who mounts can reach it (no allow_other).
+	UID, GID uint32
+}
+
+// Mount is a served file. Unmount ends it; Wait returns when the server has
+// stopped, whoever unmounted it.
+type Mount struct {
+	// Dir is the mount point; Path the plaintext file in it.
+	Dir, Path string
+
+	server *fuse.Server
+	file   *fileNode
+	done   chan struct{}
+	err    error // the final Sync's error, set before done closes
+}
+
+// Serve mounts a file system holding one file, Name, whose contents are dev,
+// at dir, and serves it until unmounted. It mounts directly with mount(2)
+// (needs root or CAP_SYS_ADMIN; no fusermount).
+func Serve(dir string, dev Device, o Options) (*Mount, error) {
+	if o.Name == "" {
+		o.Name = DefaultName
+	}
+	if o.Source == "" {
+		o.Source = "volcrypt"
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dir, ErrNoFUSE)
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("mount %s: %w", dir, ErrNotDir)
+	}
+	f := &fileNode{dev: dev, size: dev.Size(), readOnly: o.ReadOnly, sync: o.Sync, uid: o.UID, gid: o.GID}
+	root := &rootNode{name: o.Name, file: f}
+	// The file's size and the directory never change while mounted.
+	timeout := time.Hour
+	quiet := log.New(io.Discard, "", 0) // a library never prints
+	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV)
+	if o.ReadOnly {
+		flags |= unix.MS_RDONLY
+	}
+	server, err := fs.Mount(dir, root, &fs.Options{
+		EntryTimeout: &timeout,
+		AttrTimeout:  &timeout,
+		UID:          o.UID,
+		GID:          o.GID,
+		Logger:       quiet,
+		MountOptions: fuse.MountOptions{
+			FsName:            o.Source,
+			Name:              "volcrypt",
+			DirectMountStrict: true,
+			DirectMountFlags:  flags,
+			MaxWrite:          maxRequest,
+			MaxReadAhead:      maxRequest,
+			MaxBackground:     64,
+			DisableXAttrs:     true,
+			Logger:            quiet,
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	m := &Mount{Dir: dir, Path: dir + "/" + o.Name, server: server, file: f, done: make(chan struct{})}
+	go func() {
+		server.Wait()
+		m.err = f.flush()
+		close(m.done)
+	}()
+	return m, nil
+}
+
+// Unmount unmounts the file system; it fails (EBUSY) while the file is
+// open or attached to a loop device. The server then stops: Wait returns.
+func (m *Mount) Unmount() error {
+	if err := unix.Unmount(m.Dir, 0); err != nil {
+		return fmt.Errorf("unmount %s: %w", m.Dir, err)
+	}
+	return nil
+}
+
+// Detach unmounts lazily (MNT_DETACH): the mount point is free at once and
+// the server stops when the last user of the file has gone.
+func (m *Mount) Detach() error {
+	if err := unix.Unmount(m.Dir, unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach %s: %w", m.Dir, err)
+	}
+	return nil
+}
+
+// Wait blocks until the server has stopped and returns the error of the
+// final Sync, if any.
+func (m *Mount) Wait() error {
+	<-m.done
+	return m.err
+}
+
+// Done is closed when the server has stopped.
+func (m *Mount) Done() <-chan struct{} { return m.done }
+
+// rootNode is the mount's directory, holding the one file.
+type rootNode struct {
+	fs.Inode
+	name string
+	file *fileNode
+}
+
+var _ = (fs.NodeOnAdder)((*rootNode)(nil))
+var _ = (fs.NodeStatfser)((*rootNode)(nil))
+
+func (r *rootNode) OnAdd(ctx context.Context) {
+	ch := r.NewPersistentInode(ctx, r.file, fs.StableAttr{Mode: syscall.S_IFREG, Ino: 2})
+	r.AddChild(r.name, ch, false)
+}
+
+// Statfs reports the file's size as the file system's, all used.
+func (r *rootNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	const bsize = 4096
+	out.Bsize = bsize
+	out.Frsize = bsize
+	out.Blocks = uint64(r.file.size+bsize-1) / bsize
+	out.Files = 1
+	out.NameLen = 255
+	return 0
+}
+
+// fileNode is the plaintext file.
+type fileNode struct {
+	fs.Inode
+	dev      Device
+	size     int64
+	readOnly bool
+	sync     func() error
+	uid, gid uint32
+	dirty    atomic.Bool // a write since the last Sync
+	syncMu   sync.Mutex
+}
+
+var (
+	_ = (fs.NodeGetattrer)((*fileNode)(nil))
+	_ = (fs.NodeSetattrer)((*fileNode)(nil))
+	_ = (fs.NodeOpener)((*fileNode)(nil))
+	_ = (fs.NodeReader)((*fileNode)(nil))
+	_ = (fs.NodeWriter)((*fileNode)(nil))
+	_ = (fs.NodeFsyncer)((*fileNode)(nil))
+	_ = (fs.NodeFlusher)((*fileNode)(nil))
+)
+
+func (f *fileNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFREG | 0o600
+	if f.readOnly {
+		out.Mode = syscall.S_IFREG | 0o400
+	}
+	out.Size = uint64(f.size)
+	out.Blocks = (out.Size + 511) / 512
+	out.Blksize = maxRequest
+	out.Nlink = 1
+	out.Uid, out.Gid = f.uid, f.gid
+	return 0
+}
+
+// Setattr changes nothing: the size is the volume's, like a block device's
+// (shells' O_TRUNC included), and mode, owner and times are fixed.
+func (f *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, _ *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return f.Getattr(ctx, fh, out)
+}
+
+func (f *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if f.readOnly && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return nil, 0, syscall.EROFS
+	}
+	return nil, fuse.FOPEN_DIRECT_IO, 0
+}
+
+func (f *fileNode) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off >= f.size {
+		return fuse.ReadResultData(nil), 0
+	}
+	n, err := f.dev.ReadAt(dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, syscall.EIO
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (f *fileNode) Write(ctx context.Context, _ fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	if f.readOnly {
+		return 0, syscall.EROFS
+	}
+	if off < 0 || off >= f.size {
+		return 0, syscall.ENOSPC
+	}
+	if int64(len(data)) > f.size-off {
+		data = data[:f.size-off]
+	}
+	f.dirty.Store(true)
+	n, err := f.dev.WriteAt(data, off)
+	if err != nil {
+		return uint32(n), syscall.EIO
+	}
+	return uint32(n), 0
+}
+
+func (f *fileNode) Fsync(ctx context.Context, _ fs.FileHandle, _ uint32) syscall.Errno {
+	if err := f.flush(); err != nil {
+		return syscall.EIO
+	}
+	return 0
+}
+
+// Flush runs on every close(2): after writes, it makes them durable, so
+// close reports a failure to reach the disk.
+func (f *fileNode) Flush(ctx context.Context, _ fs.FileHandle) syscall.Errno {
+	return f.Fsync(ctx, nil, 0)
+}
+
+// flush calls Sync if anything was written since the last one.
+func (f *fileNode) flush() error {
+	f.syncMu.Lock()
+	defer f.syncMu.Unlock()
+	if f.sync == nil || !f.dirty.Swap(false) {
+		return nil
+	}
+	if err := f.sync(); err != nil {
+		f.dirty.Store(true)
+		return fmt.Errorf("sync: %w", err)
+	}
+	return nil
+}

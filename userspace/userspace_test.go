@@ -1,0 +1,280 @@
+package userspace_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/volcrypt/volcrypt/crypt"
+	"github.com/volcrypt/volcrypt/userspace"
+)
+
+// needFUSE skips unless this process can mount FUSE directly (root and
+// /dev/fuse): the tests use the real kernel, never a fake.
+func needFUSE(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount FUSE with mount(2)")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("needs /dev/fuse (modprobe fuse)")
+	}
+}
+
+const dataOffset = 16 << 10
+
+// engine is a real encrypted segment over a temporary image file: what
+// volume.Plaintext returns, without a LUKS header.
+type engine struct {
+	*crypt.Segment
+	file  *os.File
+	syncs atomic.Int32
+}
+
+func newEngine(t testing.TB, size int64) *engine {
+	t.Helper()
+	f, err := os.Create(filepath.Join(t.TempDir(), "disk.img"))
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	require.NoError(t, f.Truncate(dataOffset+size))
+	key := make([]byte, 64)
+	for i := range key {
+		key[i] = byte(i * 7)
+	}
+	c, err := crypt.New("aes-xts-plain64", key, 4096)
+	require.NoError(t, err)
+	t.Cleanup(c.Wipe)
+	return &engine{Segment: crypt.NewSegment(f, c, dataOffset, size, 0), file: f}
+}
+
+func (e *engine) sync() error { e.syncs.Add(1); return e.file.Sync() }
+
+func serve(t testing.TB, dev userspace.Device, o userspace.Options) *userspace.Mount {
+	t.Helper()
+	m, err := userspace.Serve(t.TempDir(), dev, o)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if m.Unmount() != nil {
+			_ = m.Detach()
+		}
+		_ = m.Wait()
+	})
+	return m
+}
+
+func TestServeRandomIO(t *testing.T) {
+	needFUSE(t)
+	const size = 8 << 20
+	e := newEngine(t, size)
+	m := serve(t, e, userspace.Options{Sync: e.sync, Source: e.file.Name()})
+	require.Equal(t, filepath.Join(m.Dir, userspace.DefaultName), m.Path)
+
+	st, err := os.Stat(m.Path)
+	require.NoError(t, err)
+	require.EqualValues(t, size, st.Size())
+	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+
+	info, ok, err := userspace.Lookup(m.Dir)
+	require.NoError(t, err)
+	require.True(t, ok, "the mount is listed in mountinfo")
+	require.Equal(t, userspace.MountInfo{Dir: m.Dir, Source: e.file.Name()}, info)
+
+	f, err := os.OpenFile(m.Path, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	model := make([]byte, size) // what the zeroed ciphertext decrypts to
+	_, err = e.ReadAt(model, 0)
+	require.NoError(t, err)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 150 {
+		off := rng.Int64N(size)
+		n := rng.IntN(min(int(size-off), 3<<19)) + 1
+		if i%3 == 0 { // sector-aligned, as file systems write
+			off -= off % 4096
+			n = (n + 4095) / 4096 * 4096
+			n = min(n, int(size-off))
+		}
+		buf := make([]byte, n)
+		for j := range buf {
+			buf[j] = byte(rng.Uint32())
+		}
+		if rng.IntN(2) == 0 {
+			w, err := f.WriteAt(buf, off)
+			require.NoError(t, err)
+			require.Equal(t, n, w)
+			copy(model[off:], buf)
+		} else {
+			got := make([]byte, n)
+			_, err := f.ReadAt(got, off)
+			require.NoError(t, err)
+			require.True(t, bytes.Equal(model[off:off+int64(n)], got), "FUSE read at %d+%d", off, n)
+		}
+	}
+	// The engine read directly sees every write made through FUSE.
+	direct := make([]byte, size)
+	_, err = e.ReadAt(direct, 0)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(model, direct))
+	// And FUSE sees writes made through the engine (no stale cache).
+	copy(model[4096:], "written by the engine")
+	_, err = e.WriteAt(model[4096:8192], 4096)
+	require.NoError(t, err)
+	got := make([]byte, 8192)
+	_, err = f.ReadAt(got, 0)
+	require.NoError(t, err)
+	require.Equal(t, model[:8192], got)
+	// The ciphertext is not the plaintext.
+	raw := make([]byte, 4096)
+	_, err = e.file.ReadAt(raw, dataOffset+4096)
+	require.NoError(t, err)
+	require.NotContains(t, string(raw), "written by the engine")
+
+	t.Run("end-of-file", func(t *testing.T) {
+		n, err := f.ReadAt(make([]byte, 100), size-10)
+		require.Equal(t, 10, n)
+		require.ErrorIs(t, err, io.EOF)
+		n, err = syscall.Pwrite(int(f.Fd()), make([]byte, 100), size-10)
+		require.NoError(t, err)
+		require.Equal(t, 10, n, "a write is cut at the end, like a block device's")
+		_, err = f.WriteAt([]byte{1}, size)
+		require.ErrorIs(t, err, syscall.ENOSPC)
+	})
+	t.Run("truncate-changes-nothing", func(t *testing.T) {
+		require.NoError(t, f.Truncate(0))
+		g, err := os.OpenFile(m.Path, os.O_WRONLY|os.O_TRUNC, 0)
+		require.NoError(t, err)
+		require.NoError(t, g.Close())
+		st, err := os.Stat(m.Path)
+		require.NoError(t, err)
+		require.EqualValues(t, size, st.Size())
+	})
+}
+
+func TestServeSync(t *testing.T) {
+	needFUSE(t)
+	e := newEngine(t, 1<<20)
+	m := serve(t, e, userspace.Options{Sync: e.sync})
+	for _, tc := range []struct {
+		name  string
+		flag  int
+		do    func(f *os.File) error
+		syncs int32
+	}{
+		{"read-then-close", os.O_RDONLY, func(f *os.File) error { _, err := f.ReadAt(make([]byte, 10), 0); return err }, 0},
+		{"write-then-close", os.O_RDWR, func(f *os.File) error { _, err := f.WriteAt([]byte("x"), 0); return err }, 1},
+		{"write-fsync-close", os.O_RDWR, func(f *os.File) error {
+			if _, err := f.WriteAt([]byte("x"), 0); err != nil {
+				return err
+			}
+			return f.Sync()
+		}, 1},
+		{"fsync-clean", os.O_RDWR, func(f *os.File) error { return f.Sync() }, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := e.syncs.Load()
+			f, err := os.OpenFile(m.Path, tc.flag, 0)
+			require.NoError(t, err)
+			require.NoError(t, tc.do(f))
+			require.NoError(t, f.Close())
+			require.Equal(t, tc.syncs, e.syncs.Load()-before)
+		})
+	}
+	t.Run("sync-error-reaches-fsync", func(t *testing.T) {
+		bad := newEngine(t, 1<<20)
+		m := serve(t, bad, userspace.Options{Sync: func() error { return errors.New("disk gone") }})
+		f, err := os.OpenFile(m.Path, os.O_RDWR, 0)
+		require.NoError(t, err)
+		defer f.Close()
+		_, err = f.WriteAt([]byte("x"), 0)
+		require.NoError(t, err)
+		require.ErrorIs(t, f.Sync(), syscall.EIO)
+	})
+}
+
+func TestServeReadOnly(t *testing.T) {
+	needFUSE(t)
+	e := newEngine(t, 1<<20)
+	_, err := e.WriteAt(bytes.Repeat([]byte("ro"), 2048), 0)
+	require.NoError(t, err)
+	m := serve(t, e, userspace.Options{ReadOnly: true, Name: "disk"})
+	require.Equal(t, filepath.Join(m.Dir, "disk"), m.Path)
+	info, ok, err := userspace.Lookup(m.Dir)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.True(t, info.ReadOnly)
+
+	_, err = os.OpenFile(m.Path, os.O_RDWR, 0)
+	require.ErrorIs(t, err, syscall.EROFS)
+	b, err := os.ReadFile(m.Path)
+	require.NoError(t, err)
+	require.Equal(t, bytes.Repeat([]byte("ro"), 2048), b[:4096])
+}
+
+func TestServeConcurrentReaders(t *testing.T) {
+	needFUSE(t)
+	const size = 4 << 20
+	e := newEngine(t, size)
+	want := make([]byte, size)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range want {
+		want[i] = byte(rng.Uint32())
+	}
+	_, err := e.WriteAt(want, 0)
+	require.NoError(t, err)
+	m := serve(t, e, userspace.Options{})
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for r := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f, err := os.Open(m.Path)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer f.Close()
+			rng := rand.New(rand.NewPCG(uint64(r), 9))
+			for range 50 {
+				off := rng.Int64N(size)
+				buf := make([]byte, rng.IntN(int(size-off))%(512<<10)+1)
+				if _, err := f.ReadAt(buf, off); err != nil {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(want[off:off+int64(len(buf))], buf) {
+					errs <- errors.New("reader got other bytes")
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+}
+
+func TestLookupNotMounted(t *testing.T) {
+	_, ok, err := userspace.Lookup(t.TempDir())
+	require.NoError(t, err)
+	require.False(t, ok)
+}
+
+func TestServeErrors(t *testing.T) {
+	needFUSE(t)
+	e := newEngine(t, 1<<20)
+	_, err := userspace.Serve(filepath.Join(t.TempDir(), "missing"), e, userspace.Options{})
+	require.ErrorIs(t, err, userspace.ErrNotDir)
+}
