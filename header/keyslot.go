@@ -19,17 +19,13 @@ const (
 	PriorityHigh   = 2
 )
 
-// Priority returns the key slot's priority (normal when unset).
+// PriorityValue returns the key slot's priority (normal when unset).
 func (k *Keyslot) PriorityValue() int {
 	if k.Priority == nil {
 		return PriorityNormal
 	}
 	return *k.Priority
 }
-
-// KeyslotCost is a check applied to a key slot's KDF before it runs; it
-// lets callers cap what a hostile header can make them spend.
-type KeyslotCost = kdf.Limits
 
 // OpenKeyslot derives the key of key slot id from passphrase, decrypts and
 // merges its key material and checks the result against the slot's digest.
