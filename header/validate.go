@@ -361,4 +361,4 @@ func (m *Metadata) UnmetRequirements() []string {
 }
 
 // knownRequirements are the mandatory requirements volcrypt implements.
-var knownRequirements = []string{}
+var knownRequirements = []string{"online-reencrypt-v2"}

@@ -1,0 +1,453 @@
+package volume
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/volcrypt/volcrypt/crypt"
+	"github.com/volcrypt/volcrypt/header"
+	"github.com/volcrypt/volcrypt/internal/lock"
+	"github.com/volcrypt/volcrypt/internal/secret"
+	"github.com/volcrypt/volcrypt/kdf"
+)
+
+// ErrNotInReencryption means a volume carries no reencryption of the kind
+// asked for, or its state is one volcrypt cannot resume.
+var ErrNotInReencryption = errors.New("no resumable reencryption")
+
+// Progress reports how far an in-place operation has come.
+type Progress struct {
+	DoneBytes, TotalBytes int64
+}
+
+// EncryptOptions describe an in-place encryption. The embedded format
+// options choose the cipher, key size, KDF and header layout; their
+// OffsetBytes and Force are ignored.
+type EncryptOptions struct {
+	FormatOptions
+	// ReduceDeviceSizeBytes is the space at the end of the device that the
+	// file system does not use (shrink it first). Half of it holds the
+	// header at the start: the data moves up by ReduceDeviceSizeBytes/2,
+	// as with cryptsetup reencrypt --encrypt --reduce-device-size. It must
+	// be 0 with a detached header.
+	ReduceDeviceSizeBytes int64
+	// Progress, when set, is called after each chunk.
+	Progress func(Progress)
+}
+
+// The largest data shift cryptsetup accepts.
+const maxDataShift = 1 << 30
+
+// Encrypt turns the plain data on path into a LUKS2 volume in place whose
+// passphrase is passphrase. When path already carries volcrypt's or
+// cryptsetup's interrupted encryption, it resumes it instead (passphrase
+// must then open it). Every step is recorded in LUKS2's own reencryption
+// metadata, so an interruption at any point loses nothing.
+func Encrypt(ctx context.Context, path string, passphrase []byte, o EncryptOptions) (*Volume, error) {
+	if o.HeaderFile != "" {
+		return nil, fmt.Errorf("%w: in-place encryption with a detached header is not implemented yet; use --reduce-device-size", kdf.ErrInvalidParams)
+	}
+	f, err := openFile(path, false)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	l, err := lock.Exclusive(path)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	defer l.Unlock()
+
+	var job *shiftJob
+	h, err := header.Read(f)
+	switch {
+	case err == nil:
+		job, err = resumeShiftJob(f, h, passphrase)
+	case errors.Is(err, header.ErrNotLUKS):
+		job, err = startShiftJob(ctx, f, passphrase, o)
+	default:
+		return nil, fmt.Errorf("read header of %s: %w", path, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer job.close()
+	job.progress = o.Progress
+	if err := job.run(ctx); err != nil {
+		return nil, err
+	}
+	l.Unlock()
+	f.Close()
+	return Load(path, LoadOptions{Logger: o.Logger})
+}
+
+// shiftJob is an encryption with a data shift: cryptsetup's "datashift"
+// resilience, direction backward. The first shift bytes of the plain data
+// are first copied to the end of the device (the moved segment) and the
+// header written in their place; then, from the end towards the start,
+// each hotzone of logical data [a, a+L) is read from physical a (or from
+// the moved segment) and written encrypted at a+shift. The source of the
+// hotzone is never overwritten while it is in progress (L ≤ shift), so
+// redoing it after a crash is always safe.
+type shiftJob struct {
+	f        *os.File
+	h        *header.Header
+	c        *crypt.Cipher
+	vk       *secret.Buffer
+	digest   int   // the volume key's digest
+	shift    int64 // bytes: data offset of the new layout
+	size     int64 // logical size of the data (device size - 2×shift)
+	moved    int64 // physical offset of the moved segment
+	hotzone  int64
+	next     int64 // logical start of the next hotzone; -1 when done
+	cipher   string
+	sector   int
+	progress func(Progress)
+}
+
+func (j *shiftJob) close() {
+	if j.c != nil {
+		j.c.Wipe()
+	}
+	if j.vk != nil {
+		j.vk.Wipe()
+	}
+}
+
+func startShiftJob(ctx context.Context, f *os.File, passphrase []byte, o EncryptOptions) (*shiftJob, error) {
+	r := o.ReduceDeviceSizeBytes
+	if r <= 0 {
+		return nil, fmt.Errorf("%w: in-place encryption needs --reduce-device-size (space freed at the end of the device for the header)", kdf.ErrInvalidParams)
+	}
+	if r%(2*4096) != 0 || r/2 > maxDataShift {
+		return nil, fmt.Errorf("%w: --reduce-device-size %d must be a multiple of 8 KiB up to 2 GiB", kdf.ErrInvalidParams, r)
+	}
+	shift := r / 2
+	dev, err := deviceSize(f)
+	if err != nil {
+		return nil, err
+	}
+	sector := o.SectorSize
+	if sector == 0 {
+		// 512-byte sectors keep every file system block size working.
+		sector = 512
+	}
+	size := dev - 2*shift
+	if size <= 0 || size%int64(sector) != 0 {
+		return nil, fmt.Errorf("%s is %d bytes: too small for --reduce-device-size %d, or not a multiple of the %d-byte sector: %w", f.Name(), dev, r, sector, ErrDeviceNotFound)
+	}
+	if fs, ok, err := ext4Size(f); err != nil {
+		return nil, err
+	} else if ok && fs > size {
+		return nil, fmt.Errorf("%w: the file system on %s is %d bytes but only %d fit after reducing the device by %d; shrink it first (resize2fs)", kdf.ErrInvalidParams, f.Name(), fs, size, r)
+	}
+	if o.Cipher == "" {
+		o.Cipher = header.DefaultEncryption
+	}
+	if o.KeySizeBits == 0 {
+		o.KeySizeBits = 512
+	}
+	if o.Hash == "" {
+		o.Hash = header.DefaultHash
+	}
+	keyLen := o.KeySizeBits / 8
+	j := &shiftJob{f: f, shift: shift, size: size, moved: dev - shift, hotzone: shift, cipher: o.Cipher, sector: sector}
+	j.vk = secret.New(keyLen)
+	if _, err := io.ReadFull(rand.Reader, j.vk.Bytes()); err != nil {
+		j.close()
+		return nil, fmt.Errorf("volume key: %w", err)
+	}
+	if err := j.format(ctx, passphrase, o); err != nil {
+		j.close()
+		return nil, err
+	}
+	return j, nil
+}
+
+// format builds the header in memory, moves the head of the data to the
+// moved segment and writes the header over it.
+func (j *shiftJob) format(ctx context.Context, passphrase []byte, o EncryptOptions) error {
+	iter, err := kdf.DigestIterations(ctx, o.Hash, j.vk.Len())
+	if err != nil {
+		return err
+	}
+	h, err := header.New(j.vk.Bytes(), header.NewOptions{
+		UUID: o.UUID, Label: o.Label, Subsystem: o.Subsystem,
+		MetadataSizeBytes: o.MetadataSizeBytes, KeyslotsSizeBytes: o.KeyslotsSizeBytes,
+		DataOffsetBytes: j.shift, Encryption: o.Cipher, SectorSize: j.sector, DigestHash: o.Hash, DigestIterations: iter,
+	})
+	if err != nil {
+		return err
+	}
+	if h.KeyslotsEnd() > j.shift {
+		return fmt.Errorf("%w: header and key slots (%d bytes) do not fit the %d-byte shift; use a larger --reduce-device-size", kdf.ErrInvalidParams, h.KeyslotsEnd(), j.shift)
+	}
+	p, err := o.KDF.Resolve(ctx, j.vk.Len())
+	if err != nil {
+		return err
+	}
+	img := &memImage{b: make([]byte, h.KeyslotsEnd())}
+	defer secret.Wipe(img.b)
+	if _, err := h.AddKeyslot(img, o.Keyslot, passphrase, j.vk.Bytes(), header.KeyslotParams{KDF: p, AFHash: o.Hash}); err != nil {
+		return err
+	}
+	if _, err := h.AddReencryptKeyslot(header.ReencryptEncrypt, header.DirectionBackward, "datashift", 0, uint64(j.shift)); err != nil {
+		return err
+	}
+	j.h = h
+	j.digest, _ = h.Meta.SegmentDigest(0)
+	j.next = (j.size - 1) / j.hotzone * j.hotzone
+	j.setSegments(j.next)
+	if err := h.SetReencryptDigest(nil, j.vk.Bytes(), o.Hash, iter); err != nil {
+		return err
+	}
+	if err := h.Write(img); err != nil {
+		return err
+	}
+	if j.c, err = crypt.New(j.cipher, j.vk.Bytes(), j.sector); err != nil {
+		return err
+	}
+	// Copy the head to the moved segment; until the header exists a rerun
+	// starts over and copies it again.
+	if err := copyRange(j.f, j.moved, 0, j.shift); err != nil {
+		return fmt.Errorf("move the start of the data: %w", err)
+	}
+	// The secondary copy and key slots first: if only they are written,
+	// the device already reads as LUKS (the secondary copy) and a rerun
+	// resumes instead of copying the overwritten head again.
+	if err := writeSync(j.f, img.b[h.Size:], h.Size); err != nil {
+		return fmt.Errorf("write header: %w", err)
+	}
+	if err := writeSync(j.f, img.b[:h.Size], 0); err != nil {
+		return fmt.Errorf("write header: %w", err)
+	}
+	return nil
+}
+
+func resumeShiftJob(f *os.File, h *header.Header, passphrase []byte) (*shiftJob, error) {
+	_, k := h.Meta.ReencryptKeyslot()
+	if k == nil {
+		return nil, fmt.Errorf("%s is already a LUKS volume: %w", f.Name(), ErrHasSignature)
+	}
+	if k.Mode != header.ReencryptEncrypt || k.Direction != header.DirectionBackward || k.Area.Type != "datashift" || k.Area.ShiftSize == nil {
+		return nil, fmt.Errorf("%w: %s holds a %s reencryption (%s, %s); volcrypt resumes encryption with a data shift only",
+			ErrNotInReencryption, f.Name(), k.Mode, k.Direction, k.Area.Type)
+	}
+	fid, final := h.Meta.SegmentByFlag(header.FlagBackupFinal)
+	_, prev := h.Meta.SegmentByFlag(header.FlagBackupPrevious)
+	_, moved := h.Meta.SegmentByFlag(header.FlagBackupMoved)
+	if final == nil || prev == nil || moved == nil || final.Type != header.SegmentCrypt || prev.Size.Dynamic {
+		return nil, fmt.Errorf("%w: incomplete reencryption segments", ErrNotInReencryption)
+	}
+	vk, _, err := h.Unlock(f, passphrase, header.UnlockOptions{Keyslot: -1, Segment: fid, Limits: kdf.DefaultLimits()})
+	if err != nil {
+		return nil, err
+	}
+	j := &shiftJob{f: f, h: h, vk: vk, shift: int64(*k.Area.ShiftSize), size: int64(prev.Size.Bytes),
+		moved: int64(moved.Offset), cipher: final.Encryption, sector: final.SectorSize}
+	j.hotzone = j.shift
+	j.digest, _ = h.Meta.SegmentDigest(fid)
+	if err := h.VerifyReencryptDigest(nil, vk.Bytes()); err != nil {
+		j.close()
+		return nil, err
+	}
+	if j.c, err = crypt.New(j.cipher, vk.Bytes(), j.sector); err != nil {
+		j.close()
+		return nil, err
+	}
+	// Where to go on: the hotzone in progress, or the end when the data
+	// segment is already whole.
+	_, hot := h.Meta.SegmentByFlag(header.FlagInReencryption)
+	switch s0 := h.Meta.Segments[0]; {
+	case hot != nil && hot.IVTweak != nil:
+		j.next = int64(*hot.IVTweak) * 512
+		j.hotzone = int64(hot.Size.Bytes)
+	case s0 != nil && s0.Type == header.SegmentCrypt && s0.Size.Dynamic:
+		j.next = -1
+	default:
+		j.close()
+		return nil, fmt.Errorf("%w: no hotzone in the reencryption segments", ErrNotInReencryption)
+	}
+	return j, nil
+}
+
+// setSegments writes the segment layout for hotzone [a, a+hotzone) being
+// rewritten into the header's metadata (not to disk), as cryptsetup lays
+// it out: plain data before the hotzone (the moved head, then data in
+// place), the hotzone, the encrypted data after it, then the backups.
+func (j *shiftJob) setSegments(a int64) {
+	m := j.h.Meta
+	m.Segments = map[int]*header.Segment{}
+	add := func(s *header.Segment) int {
+		id := len(m.Segments)
+		m.Segments[id] = s
+		return id
+	}
+	cryptSeg := func(logical, size int64, flags ...string) *header.Segment {
+		tweak := header.U64(logical / 512)
+		s := &header.Segment{Type: header.SegmentCrypt, Offset: header.U64(logical + j.shift), IVTweak: &tweak,
+			Encryption: j.cipher, SectorSize: j.sector, Flags: flags}
+		if size < 0 {
+			s.Size.Dynamic = true
+		} else {
+			s.Size.Bytes = uint64(size)
+		}
+		return s
+	}
+	linear := func(off, size int64, flags ...string) *header.Segment {
+		return &header.Segment{Type: header.SegmentLinear, Offset: header.U64(off), Size: header.SegmentSize{Bytes: uint64(size)}, Flags: flags}
+	}
+	var keyed []int
+	if a < 0 {
+		keyed = append(keyed, add(cryptSeg(0, -1)))
+	} else {
+		if a > 0 {
+			add(linear(j.moved, min(a, j.shift)))
+		}
+		if a > j.shift {
+			add(linear(j.shift, a-j.shift))
+		}
+		end := min(a+j.hotzone, j.size)
+		keyed = append(keyed, add(cryptSeg(a, end-a, header.FlagInReencryption)))
+		if end < j.size {
+			keyed = append(keyed, add(cryptSeg(end, j.size-end)))
+		}
+	}
+	add(linear(0, j.size, header.FlagBackupPrevious))
+	final := add(cryptSeg(0, -1, header.FlagBackupFinal))
+	add(linear(j.moved, j.shift, header.FlagBackupMoved))
+	m.Digests[j.digest].Segments = append(header.IDList{final}, keyed...)
+}
+
+// run rewrites the remaining hotzones and finishes.
+func (j *shiftJob) run(ctx context.Context) error {
+	buf := make([]byte, max(j.shift, j.hotzone))
+	defer secret.Wipe(buf)
+	for a := j.next; a >= 0; {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		end := min(a+j.hotzone, j.size)
+		src := a
+		if a < j.shift {
+			src = j.moved + a
+		}
+		b := buf[:end-a]
+		if _, err := j.f.ReadAt(b, src); err != nil {
+			return fmt.Errorf("read plain data at %d: %w", src, err)
+		}
+		if err := j.c.Encrypt(b, b, uint64(a/512)); err != nil {
+			return err
+		}
+		if err := writeSync(j.f, b, a+j.shift); err != nil {
+			return fmt.Errorf("write encrypted data at %d: %w", a+j.shift, err)
+		}
+		if j.progress != nil {
+			j.progress(Progress{DoneBytes: j.size - a, TotalBytes: j.size})
+		}
+		if a == 0 {
+			break
+		}
+		// The next hotzone ends where this one starts.
+		next := (a - 1) / j.shift * j.shift
+		j.hotzone = a - next
+		a = next
+		j.setSegments(a)
+		if err := j.h.Write(j.f); err != nil {
+			return err
+		}
+	}
+	return j.finish()
+}
+
+// finish writes the final header, without reencryption metadata, and then
+// wipes the plaintext copy left in the moved segment.
+func (j *shiftJob) finish() error {
+	j.setSegments(-1)
+	j.h.ClearReencrypt()
+	j.h.Meta.Digests[j.digest].Segments = header.IDList{0}
+	if err := j.h.Write(j.f); err != nil {
+		return err
+	}
+	if err := zeroRange(j.f, j.moved, j.moved+j.shift); err != nil {
+		return fmt.Errorf("wipe the moved copy of the data: %w", err)
+	}
+	return nil
+}
+
+// memImage is an in-memory header area: the header is built there and
+// then written to the device in a crash-safe order.
+type memImage struct{ b []byte }
+
+func (m *memImage) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > int64(len(m.b)) {
+		return 0, fmt.Errorf("header image: write [%d, %d) outside %d bytes", off, off+int64(len(p)), len(m.b))
+	}
+	return copy(m.b[off:], p), nil
+}
+
+func (m *memImage) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off >= int64(len(m.b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, m.b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// writeSync writes p at off and flushes it to stable storage.
+func writeSync(f *os.File, p []byte, off int64) error {
+	if _, err := f.WriteAt(p, off); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// copyRange copies n bytes from src to dst on f (non-overlapping) and
+// flushes.
+func copyRange(f *os.File, dst, src, n int64) error {
+	buf := make([]byte, min(n, 4<<20))
+	defer secret.Wipe(buf)
+	for done := int64(0); done < n; {
+		b := buf[:min(int64(len(buf)), n-done)]
+		if _, err := f.ReadAt(b, src+done); err != nil {
+			return err
+		}
+		if _, err := f.WriteAt(b, dst+done); err != nil {
+			return err
+		}
+		done += int64(len(b))
+	}
+	return f.Sync()
+}
+
+// ext4Size returns the size of an ext2/3/4 file system on r, and false
+// when r holds none.
+func ext4Size(r io.ReaderAt) (int64, bool, error) {
+	sb := make([]byte, 1024)
+	if _, err := r.ReadAt(sb, 1024); err != nil {
+		if err == io.EOF {
+			return 0, false, nil
+		}
+		return 0, false, fmt.Errorf("read file system superblock: %w", err)
+	}
+	if binary.LittleEndian.Uint16(sb[56:]) != 0xef53 {
+		return 0, false, nil
+	}
+	blocks := uint64(binary.LittleEndian.Uint32(sb[4:]))
+	if binary.LittleEndian.Uint32(sb[96:])&0x80 != 0 { // INCOMPAT_64BIT
+		blocks |= uint64(binary.LittleEndian.Uint32(sb[0x150:])) << 32
+	}
+	logBlock := binary.LittleEndian.Uint32(sb[24:])
+	if logBlock > 6 {
+		return 0, false, nil
+	}
+	return int64(blocks) << (10 + logBlock), true, nil
+}
