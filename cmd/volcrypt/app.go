@@ -60,6 +60,9 @@ func (a *app) rootCommand() *cobra.Command {
 		Short: "Encrypt block devices and image files with LUKS2",
 		Long: `volcrypt encrypts block devices and image files in the LUKS2 format, byte-compatible
 with cryptsetup, and unlocks them with a passphrase, a key file, a recovery password or a TPM 2.0.`,
+		Example: `  volcrypt format disk.img && volcrypt enroll recovery disk.img
+  volcrypt open disk.img data && mkfs.ext4 /dev/mapper/data && volcrypt close data
+  volcrypt enroll tpm2 --tpm2-pcrs 7 /dev/sda3 && volcrypt attach-all`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRun: func(cmd *cobra.Command, _ []string) {

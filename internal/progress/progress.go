@@ -49,7 +49,7 @@ const FlagName = "progress-json"
 
 // AddFlag registers --progress-json on fs, setting *p.
 func AddFlag(fs *pflag.FlagSet, p *bool) {
-	fs.BoolVar(p, FlagName, false, "report progress as JSON lines on standard error (see volcrypt(1))")
+	fs.BoolVar(p, FlagName, false, "report progress as JSON lines on standard error (see volcrypt(8))")
 }
 
 // DefaultInterval is the least time between two "progress" lines.

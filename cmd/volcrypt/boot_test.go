@@ -1,0 +1,192 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/volcrypt/volcrypt/internal/swtpmtest"
+)
+
+// crypttabFile writes a crypttab with the given lines.
+func crypttabFile(t *testing.T, lines ...string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "crypttab")
+	require.NoError(t, os.WriteFile(p, []byte("# test table\n"+strings.Join(lines, "\n")+"\n"), 0o600))
+	return p
+}
+
+func attachSummaryOf(t *testing.T, r result) attachSummary {
+	t.Helper()
+	var s attachSummary
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &s), "stdout: %s\nstderr: %s", r.stdout, r.stderr)
+	return s
+}
+
+// statuses gives name → status/method.
+func statuses(s attachSummary) map[string]string {
+	m := map[string]string{}
+	for _, v := range s.Volumes {
+		m[v.Name] = strings.TrimSuffix(v.Status+"/"+v.Method, "/")
+	}
+	return m
+}
+
+func formatted(t *testing.T, pass string) (img, kf string) {
+	t.Helper()
+	img = image(t, 24<<20)
+	kf = keyFile(t, pass)
+	mustRun(t, "", append(append([]string{"format", "-q", "--key-file", kf}, cheap...), img)...)
+	return img, kf
+}
+
+func TestAttachAllTest(t *testing.T) {
+	tp := swtpmtest.Start(t)
+	kfImg, kf := formatted(t, "key file secret")
+	tpmImg, tpmKF := formatted(t, "tpm admin")
+	mustRun(t, "", "enroll", "tpm2", "--tpm2-device", tp.Device, "--key-file", tpmKF, tpmImg)
+	pwImg, _ := formatted(t, "typed secret")
+	offImg := image(t, 24<<20)
+	off := keyFile(t, "XXXXoffset secretYYYY")
+	mustRun(t, "", append(append([]string{"format", "-q", "--key-file", off, "--keyfile-offset", "4", "--keyfile-size", "13"}, cheap...), offImg)...)
+
+	table := crypttabFile(t,
+		"kf    "+kfImg+"  "+kf,
+		"tpm   "+tpmImg+" none tpm2-device=auto,headless,discard",
+		"pw    "+pwImg+"  -",
+		"off   "+offImg+" "+off+" keyfile-offset=4,keyfile-size=13,read-only",
+		"later "+pwImg+"  none noauto",
+		"gone  /nonexistent/disk none nofail,x-initrd.attach",
+	)
+	r := mustRun(t, "typed secret\n", "attach-all", "--test", "--json", "--crypttab", table, "--tpm2-device", tp.Device)
+	s := attachSummaryOf(t, r)
+	require.Equal(t, map[string]string{"kf": "tested/key-file", "tpm": "tested/tpm2", "pw": "tested/passphrase",
+		"off": "tested/key-file", "later": "skipped", "gone": "failed"}, statuses(s))
+	require.Equal(t, 4, s.Attached)
+	require.Equal(t, 1, s.Failed)
+	require.Contains(t, s.Volumes[5].Error, "device not found")
+	require.True(t, s.Volumes[5].NoFail)
+	require.Equal(t, "noauto", s.Volumes[4].Reason)
+
+	// Named: only those, noauto included; an unknown name is a usage error.
+	r = mustRun(t, "typed secret\n", "attach-all", "--test", "--json", "--crypttab", table, "later")
+	require.Equal(t, map[string]string{"later": "tested/passphrase"}, statuses(attachSummaryOf(t, r)))
+	r = volcrypt(t, "", "attach-all", "--test", "--crypttab", table, "nosuch")
+	require.Equal(t, 1, r.code, r.stderr)
+	require.Contains(t, r.stderr, `no line for "nosuch"`)
+
+	// --initrd: only x-initrd.attach lines; the failing one is nofail.
+	r = mustRun(t, "", "attach-all", "--test", "--json", "--initrd", "--crypttab", table)
+	st := statuses(attachSummaryOf(t, r))
+	require.Equal(t, "failed", st["gone"])
+	require.Equal(t, "skipped", st["kf"])
+
+	// Text output: one line per volume on stderr.
+	r = mustRun(t, "typed secret\n", "attach-all", "--test", "--crypttab", table, "--tpm2-device", tp.Device)
+	require.Contains(t, r.stderr, "tpm: "+tpmImg+" unlocks with tpm2 (key slot 1)")
+	require.Contains(t, r.stderr, "gone: nofail: going on")
+	require.Empty(t, r.stdout)
+}
+
+func TestAttachAllTPMFallback(t *testing.T) {
+	tp := swtpmtest.Start(t)
+	img, kf, recovery := tpmVolume(t)
+	mustRun(t, "", "enroll", "tpm2", "--tpm2-device", tp.Device, "--tpm2-pcrs", "7", "--key-file", kf, img)
+	headless := crypttabFile(t, "root "+img+" none tpm2-device=auto,headless,x-initrd.attach")
+	prompted := crypttabFile(t, "root "+img+" none tpm2-device=auto,x-initrd.attach")
+	r := mustRun(t, "", "attach-all", "--test", "--json", "--initrd", "--crypttab", headless, "--tpm2-device", tp.Device)
+	require.Equal(t, map[string]string{"root": "tested/tpm2"}, statuses(attachSummaryOf(t, r)))
+
+	// The boot chain changes: headless fails with the TPM's reason and the
+	// recovery hint; with a prompt, the recovery password opens.
+	require.NoError(t, tp.ExtendPCR(7))
+	r = volcrypt(t, "", "attach-all", "--test", "--crypttab", headless, "--tpm2-device", tp.Device)
+	require.Equal(t, 2, r.code, r.stderr)
+	require.Contains(t, r.stderr, "root: TPM2 unlock failed: ")
+	require.Contains(t, r.stderr, "headless: not asking for a passphrase")
+	require.Contains(t, r.stderr, "hint: the boot chain changed")
+	require.Contains(t, r.stderr, "recovery password")
+
+	r = volcrypt(t, recovery+"\n", "attach-all", "--test", "--json", "--crypttab", prompted, "--tpm2-device", tp.Device)
+	require.Equal(t, 0, r.code, r.stderr)
+	s := attachSummaryOf(t, r)
+	require.Equal(t, map[string]string{"root": "tested/passphrase"}, statuses(s))
+	require.Contains(t, s.Volumes[0].TPM2Error, "PCR")
+	require.Contains(t, r.stderr, "asking for the recovery password or a passphrase")
+
+	// No one types anything: the TPM's reason is the error, not "no terminal".
+	r = volcrypt(t, "", "attach-all", "--test", "--crypttab", prompted, "--tpm2-device", tp.Device)
+	require.Equal(t, 2, r.code, r.stderr)
+	require.Contains(t, r.stderr, "hint: the boot chain changed")
+}
+
+func TestAttachAllFailures(t *testing.T) {
+	img, kf := formatted(t, "right")
+	for _, tc := range []struct {
+		name, line, stdin string
+		code              int
+		msg               []string
+	}{
+		{"wrong-twice", img + " none tries=2", "wrong\nwrong again\n", 2, []string{"try again", "no key available"}},
+		{"wrong-then-right", img + " none tries=2", "wrong\nright\n", 0, []string{"try again"}},
+		{"wrong-key-file-then-prompt", img + " " + keyFile(t, "nope"), "right\n", 0, []string{"asking for a passphrase"}},
+		{"headless-no-key", img + " none headless", "right\n", 1, []string{"headless: no TPM2 enrollment or key file"}},
+		{"headless-wrong-key-file", img + " " + keyFile(t, "nope") + " headless", "", 2, []string{"key file"}},
+		{"missing-device", "/nonexistent/x none", "", 4, []string{"device not found"}},
+		{"plain-type", img + " none plain", "", 1, []string{"type plain is not supported"}},
+		{"key-file-ok", img + " " + kf, "", 0, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			table := crypttabFile(t, "v "+tc.line)
+			before := fileHash(t, img)
+			r := volcrypt(t, tc.stdin, "attach-all", "--test", "--crypttab", table, "--tpm2-device", "/nonexistent/tpm")
+			require.Equal(t, tc.code, r.code, r.stderr)
+			for _, m := range tc.msg {
+				require.Contains(t, r.stderr, m)
+			}
+			require.Equal(t, before, fileHash(t, img))
+		})
+	}
+}
+
+func TestAttachAllBadTable(t *testing.T) {
+	table := crypttabFile(t, "ok /dev/x", "broken")
+	r := volcrypt(t, "", "attach-all", "--test", "--crypttab", table)
+	require.Equal(t, 1, r.code)
+	require.Equal(t, fmt.Sprintf("error: %s:3: crypttab syntax error: need at least a name and a device\n", table), r.stderr)
+	r = volcrypt(t, "", "attach-all", "--crypttab", filepath.Join(t.TempDir(), "none"))
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "no such file")
+}
+
+func TestAttachAllProgressJSON(t *testing.T) {
+	img, kf := formatted(t, "k")
+	table := crypttabFile(t, "v "+img+" "+kf)
+	r := mustRun(t, "", "attach-all", "--test", "--progress-json", "--crypttab", table)
+	lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+	require.Contains(t, lines[0], `{"event":"start","task":"attach","item":"v"`)
+	require.Contains(t, r.stderr, `{"event":"done","task":"attach","item":"v"`)
+}
+
+func TestManPagesAndCompletion(t *testing.T) {
+	dir := t.TempDir()
+	mustRun(t, "", "gen-docs", "--dir", dir)
+	for _, page := range []string{"volcrypt.8", "volcrypt-open.8", "volcrypt-attach-all.8", "volcrypt-enroll-recovery.8"} {
+		b, err := os.ReadFile(filepath.Join(dir, page))
+		require.NoError(t, err)
+		require.Contains(t, string(b), ".SH EXAMPLE", page)
+	}
+	_, err := os.Stat(filepath.Join(dir, "volcrypt-gen-docs.8"))
+	require.True(t, os.IsNotExist(err), "the hidden generator has no page")
+	r := mustRun(t, "", "--help")
+	require.NotContains(t, r.stdout, "gen-docs")
+	for _, shell := range []string{"bash", "zsh", "fish"} {
+		r := mustRun(t, "", "completion", shell)
+		require.Contains(t, r.stdout, "volcrypt", shell)
+	}
+}
