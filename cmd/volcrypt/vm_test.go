@@ -171,8 +171,13 @@ func TestVMFailuresLeaveNothing(t *testing.T) {
 	r = volcrypt(t, "", "close", "f1")
 	require.Equal(t, 5, r.code, r.stderr)
 	require.Contains(t, r.stderr, "mounted on "+mnt)
+	// --deferred: accepted while mounted, gone at the unmount.
+	mustRun(t, "", "close", "--deferred", "f1")
+	_, err = os.Stat("/dev/mapper/f1")
+	require.NoError(t, err, "a deferred close keeps the mapping while it is mounted")
 	sh(t, `umount "$1"`, mnt)
-	mustRun(t, "", "close", "f1")
+	r = volcrypt(t, "", "status", "f1")
+	require.Equal(t, 4, r.code, "after the unmount the mapping is gone: %s", r.stderr)
 	require.Empty(t, loopDevices(t))
 
 	mustRun(t, "", "open", "--read-only", "--key-file", kf, img, "f2")
