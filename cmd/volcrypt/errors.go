@@ -9,6 +9,7 @@ import (
 	"github.com/volcrypt/volcrypt/internal/loop"
 	"github.com/volcrypt/volcrypt/internal/passphrase"
 	"github.com/volcrypt/volcrypt/kdf"
+	"github.com/volcrypt/volcrypt/userspace"
 	"github.com/volcrypt/volcrypt/volume"
 )
 
@@ -46,6 +47,8 @@ func exitCode(err error) (int, string) {
 		return exitWrongDev, "this kernel has no device-mapper (modprobe dm_crypt); scripts/vmtest runs volcrypt in a VM that has it"
 	case errors.Is(err, dm.ErrNotFound):
 		return exitWrongDev, ""
+	case errors.Is(err, userspace.ErrNoFUSE):
+		return exitWrongDev, "modprobe fuse"
 	case errors.Is(err, loop.ErrNoLoop):
 		return exitWrongDev, "modprobe loop"
 	case errors.Is(err, dm.ErrPermission):

@@ -26,10 +26,14 @@ func (a *app) openCommand() *cobra.Command {
 		Use:   "open [flags] DEVICE [NAME]",
 		Short: "Unlock a volume and map it as /dev/mapper/NAME (or only check a key with --test)",
 		Long: `Unlock a volume and create the dm-crypt mapping /dev/mapper/NAME, as cryptsetup open does.
-An image file is attached to a loop device, which goes away when the mapping is closed.`,
+An image file is attached to a loop device, which goes away when the mapping is closed.
+With --userspace (no device-mapper needed), NAME is an existing directory: a background volcrypt
+process serves the plaintext there as the file NAME/volume through FUSE, to attach with losetup
+and mount like a disk image; 'volcrypt close NAME' unmounts it and stops the server.`,
 		Example: `  volcrypt open disk.img data
   volcrypt open --key-file key.bin --allow-discards /dev/sdb1 backup
-  volcrypt open --test --key-file key.bin disk.img`,
+  volcrypt open --test --key-file key.bin disk.img
+  volcrypt open --userspace disk.img /mnt/vol && losetup -f --show /mnt/vol/volume`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !test && len(args) != 2 {
@@ -80,7 +84,7 @@ An image file is attached to a loop device, which goes away when the mapping is 
 	fs.BoolVar(&o.NoWriteWorkqueue, "perf-no_write_workqueue", false, "dm-crypt: no workqueue for writes")
 	fs.BoolVar(&o.Persistent, "persistent", false, "store the discard and performance flags in the header")
 	tf.register(fs)
-	fs.BoolVar(&userspace, "userspace", false, "serve the plaintext as a file under NAME (a mount point) through FUSE, without device-mapper")
+	fs.BoolVar(&userspace, "userspace", false, "serve the plaintext as the file NAME/volume through FUSE (NAME: a directory), without device-mapper")
 	fs.BoolVar(&tokens.only, "token-only", false, "unlock only through tokens (TPM); never ask for a passphrase")
 	fs.BoolVar(&tokens.disable, "disable-tokens", false, "do not try tokens (TPM); use a passphrase or key file")
 	a.addJSONFlag(cmd)

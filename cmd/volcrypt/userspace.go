@@ -1,23 +1,578 @@
 package main
 
+// open --userspace: the volume's plaintext served as MOUNTPOINT/volume
+// through FUSE by a background volcrypt process (package userspace), for
+// hosts without device-mapper.
+//
+// The open command unlocks the volume, then starts the server: the volcrypt
+// binary again (/proc/self/exe) with VOLCRYPT_USERSPACE_SERVER=1 in its
+// environment, caught by init below before any command runs. The volume key
+// and the parameters go to the server through a pipe (fd 3), never argv or
+// the environment; the server answers on a second pipe (fd 4) once the
+// mount is ready, or with its error, and open exits. The server runs in its
+// own session with standard streams on /dev/null, writes a state file
+// (/run/volcrypt/userspace/*.json: no secret) for status and close, and on
+// unmount (close, umount, SIGTERM/SIGINT/SIGHUP) syncs the device, wipes the
+// key, removes the state file and exits.
+
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/volcrypt/volcrypt/internal/secret"
+	"github.com/volcrypt/volcrypt/userspace"
 	"github.com/volcrypt/volcrypt/volume"
 )
 
-// openUserspace serves the unlocked volume's plaintext as a file under
-// mountpoint through FUSE (open --userspace; issue 9).
-func (a *app) openUserspace(cmd *cobra.Command, v *volume.Volume, key *secret.Buffer, mountpoint string, readOnly bool) error {
-	return usageError{errors.New("--userspace is not implemented yet")}
+const (
+	// userspaceServerEnv in the environment makes the binary the FUSE
+	// server of open --userspace.
+	userspaceServerEnv = "VOLCRYPT_USERSPACE_SERVER"
+	// userspaceStateDir holds one JSON file per served mount point.
+	userspaceStateDir = "/run/volcrypt/userspace"
+	// userspaceFile is the plaintext file's name inside the mount point.
+	userspaceFile = userspace.DefaultName
+	// serverReadyTimeout bounds how long open waits for the server.
+	serverReadyTimeout = 60 * time.Second
+	// serverExitTimeout bounds how long close waits for the server to sync
+	// and exit after the unmount.
+	serverExitTimeout = 60 * time.Second
+)
+
+func init() {
+	if os.Getenv(userspaceServerEnv) == "1" {
+		os.Exit(runUserspaceServer())
+	}
 }
 
-// closeUserspace unmounts a userspace volume at name; handled is false when
-// name is not such a mount point, so close treats it as a mapping name.
-func (a *app) closeUserspace(name string) (handled bool, err error) { return false, nil }
+// serverConfig is what open sends the server after the key; no secret.
+type serverConfig struct {
+	Device     string `json:"device"`
+	Header     string `json:"header,omitempty"`
+	Mountpoint string `json:"mountpoint"`
+	ReadOnly   bool   `json:"read_only"`
+}
+
+// userspaceStatus is a served volume, as status shows it and as the server
+// records it in its state file.
+type userspaceStatus struct {
+	Mountpoint    string `json:"mountpoint"`
+	File          string `json:"file"`
+	Type          string `json:"type"`
+	UUID          string `json:"uuid,omitempty"`
+	Cipher        string `json:"cipher"`
+	KeyBits       int    `json:"key_bits"`
+	Device        string `json:"device"`
+	Header        string `json:"header,omitempty"`
+	SectorSize    int    `json:"sector_size"`
+	OffsetSectors uint64 `json:"offset_sectors"`
+	SizeSectors   uint64 `json:"size_sectors"`
+	Mode          string `json:"mode"` // read/write or readonly
+	PID           int    `json:"pid"`
+	// Running is false when the server died (killed) and left the mount.
+	Running bool `json:"running"`
+	// PIDStart is the server's start time in clock ticks since boot
+	// (/proc/PID/stat), telling it from a later process with its PID.
+	PIDStart uint64 `json:"pid_start"`
+	DevID    uint64 `json:"dev_id"`
+	Inode    uint64 `json:"inode"`
+}
+
+// openUserspace serves the unlocked volume's plaintext as the file
+// MOUNTPOINT/volume through FUSE (open --userspace) and returns once it is
+// mounted; a background volcrypt process keeps serving it until close.
+func (a *app) openUserspace(cmd *cobra.Command, v *volume.Volume, key *secret.Buffer, mountpoint string, readOnly bool) error {
+	mp, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return usageError{fmt.Errorf("mount point %s: %w", mountpoint, err)}
+	}
+	if st, err := os.Stat(mp); err != nil || !st.IsDir() {
+		return usageError{fmt.Errorf("mount point %s: %w", mountpoint, userspace.ErrNotDir)}
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return fmt.Errorf("open %s: %w", v.Path, userspace.ErrNoFUSE)
+	}
+	if _, ok, err := userspace.Lookup(mp); err != nil {
+		return err
+	} else if ok {
+		return fmt.Errorf("%s already serves a volume: %w", mp, volume.ErrInUse)
+	}
+	dev, err := filepath.Abs(v.Path)
+	if err != nil {
+		return err
+	}
+	hdr := ""
+	if v.HeaderPath != v.Path {
+		if hdr, err = filepath.Abs(v.HeaderPath); err != nil {
+			return err
+		}
+	}
+	if other, ok := servedElsewhere(dev); ok {
+		return fmt.Errorf("%s is already served at %s: %w", v.Path, other, volume.ErrInUse)
+	}
+	cfg, err := json.Marshal(serverConfig{Device: dev, Header: hdr, Mountpoint: mp, ReadOnly: readOnly})
+	if err != nil {
+		return err
+	}
+	st, err := startServer(key, cfg)
+	if err != nil {
+		return fmt.Errorf("serve %s at %s: %w", v.Path, mp, err)
+	}
+	if a.json {
+		return a.printJSON(st)
+	}
+	fmt.Fprintf(a.stderr, "%s is served as %s (%d bytes, %s); close it with: volcrypt close %s\n",
+		v.Path, st.File, st.SizeSectors*512, st.Mode, mp)
+	return nil
+}
+
+// startServer starts the background server, hands it the key and config,
+// and waits until it has mounted (its state) or failed (its error).
+func startServer(key *secret.Buffer, cfg []byte) (*userspaceStatus, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find the volcrypt binary: %w", err)
+	}
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer inR.Close()
+	defer inW.Close()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer outR.Close()
+	defer outW.Close()
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer null.Close()
+
+	cmd := exec.Command(self, "userspace-server")
+	cmd.Env = append(os.Environ(), userspaceServerEnv+"=1")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, null, null
+	cmd.ExtraFiles = []*os.File{inR, outW} // fd 3, fd 4
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start the server: %w", err)
+	}
+	inR.Close()
+	outW.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	// The key first (length-prefixed, so the server reads it straight into
+	// locked memory with no buffering), then the config.
+	_, err = inW.Write([]byte{byte(key.Len() >> 8), byte(key.Len())})
+	if err == nil {
+		_, err = inW.Write(key.Bytes())
+	}
+	if err == nil {
+		_, err = inW.Write(cfg)
+	}
+	inW.Close()
+	if err != nil {
+		_ = cmd.Process.Kill()
+		return nil, fmt.Errorf("send the key to the server: %w", err)
+	}
+
+	answer := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(io.LimitReader(outR, 64<<10)); answer <- b }()
+	var b []byte
+	select {
+	case b = <-answer:
+	case <-time.After(serverReadyTimeout):
+		_ = cmd.Process.Kill()
+		return nil, errors.New("the server did not mount in time")
+	}
+	st, err := parseServerAnswer(b)
+	if err != nil {
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+		}
+		return nil, err
+	}
+	return st, nil
+}
+
+// serverError is the server's one-line error, keeping its errno (when it had
+// one) so the exit code is the same as if open had failed itself.
+type serverError struct {
+	msg   string
+	errno syscall.Errno
+}
+
+func (e *serverError) Error() string { return e.msg }
+
+func (e *serverError) Unwrap() error {
+	if e.errno == 0 {
+		return nil
+	}
+	return e.errno
+}
+
+// The server's answer: "ok <state JSON>" or "error <errno> <message>".
+func parseServerAnswer(b []byte) (*userspaceStatus, error) {
+	word, rest, _ := strings.Cut(string(b), " ")
+	switch word {
+	case "ok":
+		var st userspaceStatus
+		if err := json.Unmarshal([]byte(rest), &st); err != nil {
+			return nil, fmt.Errorf("server answer: %w", err)
+		}
+		return &st, nil
+	case "error":
+		num, msg, _ := strings.Cut(rest, " ")
+		errno, _ := strconv.Atoi(num)
+		return nil, &serverError{msg: strings.TrimSpace(msg), errno: syscall.Errno(errno)}
+	}
+	return nil, errors.New("the server exited without mounting")
+}
+
+// runUserspaceServer is the background server's main: it returns the exit
+// code.
+func runUserspaceServer() int {
+	in, out := os.NewFile(3, "config"), os.NewFile(4, "ready")
+	if in == nil || out == nil {
+		return 1
+	}
+	if err := serveUserspace(in, out); err != nil {
+		var errno syscall.Errno
+		errors.As(err, &errno)
+		fmt.Fprintf(out, "error %d %s", int(errno), oneLine(err))
+		out.Close()
+		return 1
+	}
+	return 0
+}
+
+// serveUserspace reads the key and config from in, mounts, reports the
+// state on out and serves until unmounted.
+func serveUserspace(in, out *os.File) error {
+	// Unmount on the usual termination signals; caught from now on so that
+	// a signal during setup is not lost.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+
+	var n [2]byte
+	if _, err := io.ReadFull(in, n[:]); err != nil {
+		return fmt.Errorf("read the key: %w", err)
+	}
+	key := secret.New(int(n[0])<<8 | int(n[1]))
+	defer key.Wipe()
+	if _, err := io.ReadFull(in, key.Bytes()); err != nil {
+		return fmt.Errorf("read the key: %w", err)
+	}
+	b, err := io.ReadAll(io.LimitReader(in, 1<<20))
+	in.Close()
+	if err != nil {
+		return fmt.Errorf("read the config: %w", err)
+	}
+	var cfg serverConfig
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return fmt.Errorf("read the config: %w", err)
+	}
+
+	v, err := volume.Load(cfg.Device, volume.LoadOptions{HeaderFile: cfg.Header, ReadOnly: cfg.ReadOnly})
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	// A second descriptor on the data device: fsync on it flushes the
+	// device (fsync is per file, not per descriptor), and on a block device
+	// O_EXCL claims it, as dm-crypt does, so nothing mounts or maps it
+	// while it is served.
+	flag := os.O_RDONLY
+	st, err := os.Stat(cfg.Device)
+	if err != nil {
+		return err
+	}
+	if st.Mode()&os.ModeDevice != 0 {
+		flag |= unix.O_EXCL
+	}
+	syncFile, err := os.OpenFile(cfg.Device, flag, 0)
+	if err != nil {
+		return fmt.Errorf("claim %s: %w", cfg.Device, err)
+	}
+	defer syncFile.Close()
+
+	keyLen := key.Len()
+	pt, err := v.Plaintext(key)
+	key.Wipe()
+	if err != nil {
+		return err
+	}
+	defer pt.Close()
+	state, err := newUserspaceStatus(v, cfg, pt.Size(), keyLen, st)
+	if err != nil {
+		return err
+	}
+	m, err := userspace.Serve(cfg.Mountpoint, pt, userspace.Options{
+		Name: userspaceFile, ReadOnly: cfg.ReadOnly, Sync: syncFile.Sync, Source: cfg.Device,
+	})
+	if err != nil {
+		return err
+	}
+	statePath := userspaceStatePath(cfg.Mountpoint)
+	if err := writeState(statePath, state); err != nil {
+		_ = m.Unmount()
+		_ = m.Wait()
+		return err
+	}
+	defer os.Remove(statePath)
+	js, _ := json.Marshal(state)
+	fmt.Fprintf(out, "ok %s", js)
+	out.Close()
+
+	for {
+		select {
+		case <-m.Done():
+			return m.Wait()
+		case <-sigs:
+			// Busy (a loop device holds the file): detach, so the server
+			// stops as soon as the last user goes.
+			if m.Unmount() != nil {
+				_ = m.Detach()
+			}
+		}
+	}
+}
+
+func newUserspaceStatus(v *volume.Volume, cfg serverConfig, size int64, keyLen int, st os.FileInfo) (*userspaceStatus, error) {
+	seg, err := v.Header.DataSegment()
+	if err != nil {
+		return nil, err
+	}
+	start, err := processStart(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
+	s := &userspaceStatus{
+		Mountpoint: cfg.Mountpoint, File: filepath.Join(cfg.Mountpoint, userspaceFile),
+		Type: fmt.Sprintf("LUKS%d", v.Header.Version), UUID: v.Header.UUID,
+		Cipher: seg.Encryption, KeyBits: keyLen * 8, Device: cfg.Device, Header: cfg.Header,
+		SectorSize: seg.SectorSize, OffsetSectors: uint64(seg.Offset) / 512, SizeSectors: uint64(size) / 512,
+		Mode: "read/write", PID: os.Getpid(), Running: true, PIDStart: start,
+	}
+	if cfg.ReadOnly {
+		s.Mode = "readonly"
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		s.DevID, s.Inode = sys.Dev, sys.Ino
+		if st.Mode()&os.ModeDevice != 0 {
+			s.DevID, s.Inode = sys.Rdev, 0
+		}
+	}
+	return s, nil
+}
+
+// userspaceStatePath is the state file of the server at mount point mp.
+func userspaceStatePath(mp string) string {
+	h := sha256.Sum256([]byte(mp))
+	return filepath.Join(userspaceStateDir, hex.EncodeToString(h[:12])+".json")
+}
+
+func writeState(path string, s *userspaceStatus) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("state file: %w", err)
+	}
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("state file: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("state file: %w", err)
+	}
+	return nil
+}
+
+// readState reads the state file of mount point mp; nil when there is
+// none. Running says whether its server is still alive.
+func readState(mp string) *userspaceStatus {
+	b, err := os.ReadFile(userspaceStatePath(mp))
+	if err != nil {
+		return nil
+	}
+	var s userspaceStatus
+	if json.Unmarshal(b, &s) != nil || s.Mountpoint != mp {
+		return nil
+	}
+	start, err := processStart(s.PID)
+	s.Running = err == nil && start == s.PIDStart
+	return &s
+}
+
+// processStart returns a process's start time (field 22 of /proc/PID/stat).
+func processStart(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces; fields count from its ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// servedElsewhere returns the mount point that already serves device dev.
+func servedElsewhere(dev string) (string, bool) {
+	st, err := os.Stat(dev)
+	if err != nil {
+		return "", false
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return "", false
+	}
+	id, ino := sys.Dev, sys.Ino
+	if st.Mode()&os.ModeDevice != 0 {
+		id, ino = sys.Rdev, 0
+	}
+	files, _ := filepath.Glob(filepath.Join(userspaceStateDir, "*.json"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		var s userspaceStatus
+		if json.Unmarshal(b, &s) != nil || s.DevID != id || s.Inode != ino {
+			continue
+		}
+		if start, err := processStart(s.PID); err == nil && start == s.PIDStart {
+			return s.Mountpoint, true
+		}
+	}
+	return "", false
+}
+
+// findUserspace returns the served volume at name: its state when the
+// server left one, else what the mount table says (a server that died
+// before writing it). ok is false when name is no volcrypt mount point.
+func findUserspace(name string) (*userspaceStatus, bool) {
+	mp, err := filepath.Abs(name)
+	if err != nil {
+		return nil, false
+	}
+	s := readState(mp)
+	info, mounted, _ := userspace.Lookup(mp)
+	switch {
+	case s != nil && (mounted || s.Running):
+		return s, true
+	case mounted:
+		s = &userspaceStatus{Mountpoint: mp, File: filepath.Join(mp, userspaceFile), Device: info.Source, Mode: "read/write"}
+		if info.ReadOnly {
+			s.Mode = "readonly"
+		}
+		return s, true
+	case s != nil: // stale: the server died and the mount is gone
+		_ = os.Remove(userspaceStatePath(mp))
+	}
+	return nil, false
+}
+
+// closeUserspace unmounts a userspace volume at name and waits for its
+// server to sync and exit; handled is false when name is not such a mount
+// point, so close treats it as a mapping name.
+func (a *app) closeUserspace(name string) (handled bool, err error) {
+	s, ok := findUserspace(name)
+	if !ok {
+		return false, nil
+	}
+	if err := unix.Unmount(s.Mountpoint, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+		if errors.Is(err, unix.EBUSY) {
+			return true, fmt.Errorf("%s is in use (the plaintext file is open or attached to a loop device: unmount it and losetup -d first): %w", s.Mountpoint, volume.ErrInUse)
+		}
+		return true, fmt.Errorf("unmount %s: %w", s.Mountpoint, err)
+	}
+	if s.PID > 0 && s.Running {
+		if err := waitExit(s.PID, s.PIDStart, serverExitTimeout); err != nil {
+			return true, fmt.Errorf("close %s: %w", s.Mountpoint, err)
+		}
+	}
+	_ = os.Remove(userspaceStatePath(s.Mountpoint))
+	return true, nil
+}
+
+// waitExit waits until process pid (started at start) has exited.
+func waitExit(pid int, start uint64, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if st, err := processStart(pid); err != nil || st != start {
+			return nil
+		}
+		// A zombie (reaped by nobody yet, e.g. a test's child) has exited.
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+			if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("server %d did not exit within %s", pid, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
 
 // statusUserspace reports a userspace volume at name; handled as above.
-func (a *app) statusUserspace(name string) (handled bool, err error) { return false, nil }
+func (a *app) statusUserspace(name string) (handled bool, err error) {
+	s, ok := findUserspace(name)
+	if !ok {
+		return false, nil
+	}
+	if a.json {
+		return true, a.printJSON(s)
+	}
+	w := a.stdout
+	if !s.Running {
+		fmt.Fprintf(w, "%s is mounted but its server is not running (killed?): run volcrypt close %s\n", s.Mountpoint, s.Mountpoint)
+	} else {
+		fmt.Fprintf(w, "%s is active (userspace, FUSE).\n", s.Mountpoint)
+	}
+	fmt.Fprintf(w, "  file:    %s\n", s.File)
+	if s.Type != "" {
+		fmt.Fprintf(w, "  type:    %s\n  cipher:  %s\n  keysize: %d bits\n", s.Type, s.Cipher, s.KeyBits)
+	}
+	fmt.Fprintf(w, "  device:  %s\n", s.Device)
+	if s.Header != "" {
+		fmt.Fprintf(w, "  header:  %s\n", s.Header)
+	}
+	if s.SectorSize != 0 {
+		fmt.Fprintf(w, "  sector size:  %d\n  offset:  %d sectors\n  size:    %d sectors\n", s.SectorSize, s.OffsetSectors, s.SizeSectors)
+	}
+	fmt.Fprintf(w, "  mode:    %s\n", s.Mode)
+	if s.Running {
+		fmt.Fprintf(w, "  server:  pid %d\n", s.PID)
+	}
+	return true, nil
+}
