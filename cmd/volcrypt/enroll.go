@@ -34,15 +34,21 @@ func (a *app) enrollRecoveryCommand() *cobra.Command {
 		key        keyFlags
 		headerFile string
 		newSlot    int
+		escrowCmd  string
 	)
 	cmd := &cobra.Command{
 		Use:   "recovery [flags] DEVICE",
 		Short: "Create a BitLocker-style 48-digit recovery password and print it once",
 		Long: `Create a recovery password in BitLocker's form (8 groups of 6 digits, 128 bits) in a new key
 slot, authorized by an existing key, and print it once: store it somewhere safe. It is accepted
-wherever a passphrase is, typed with dashes, spaces or no separators.`,
+wherever a passphrase is, typed with dashes, spaces or no separators.
+
+With --escrow-command CMD, CMD (run by sh -c) gets the password on its standard input as one JSON
+object: {"device","uuid","label","keyslot","recovery_password","hostname","created"}. The key slot
+is kept only if CMD exits 0; otherwise it is removed again and enroll fails.`,
 		Example: `  volcrypt enroll recovery disk.img
-  volcrypt enroll recovery --key-file key.bin --json disk.img`,
+  volcrypt enroll recovery --key-file key.bin --json disk.img
+  volcrypt enroll recovery --escrow-command 'vault kv put secret/luks/$(hostname) recovery=-' /dev/sda3`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v, err := a.load(args[0], headerFile, false)
@@ -60,6 +66,11 @@ wherever a passphrase is, typed with dashes, spaces or no separators.`,
 				return err
 			}
 			defer pw.Wipe()
+			if escrowCmd != "" {
+				if err := a.escrow(cmd.Context(), v, escrowCmd, pw, slot); err != nil {
+					return err
+				}
+			}
 			if a.json {
 				return a.printJSON(map[string]any{"keyslot": slot, "recovery_password": string(pw.Bytes())})
 			}
@@ -73,6 +84,7 @@ wherever a passphrase is, typed with dashes, spaces or no separators.`,
 	fs.Lookup("key-slot").Usage = "key slot of the existing key to unlock with"
 	fs.IntVar(&newSlot, "new-key-slot", -1, "key slot for the recovery password (default: lowest free)")
 	fs.StringVar(&headerFile, "header", "", "detached header file")
+	fs.StringVar(&escrowCmd, "escrow-command", "", "shell command that stores the password (JSON on its stdin); the slot is kept only if it exits 0")
 	a.addJSONFlag(cmd)
 	return cmd
 }
