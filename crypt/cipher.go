@@ -89,6 +89,11 @@ type Cipher struct {
 // two from 512 to 4096). New copies what it needs from key into cipher key
 // schedules; the caller keeps ownership of key and should wipe it.
 func New(spec string, key []byte, sectorSize int) (*Cipher, error) {
+	return newWithKernel(spec, key, sectorSize, selectedKernel())
+}
+
+// newWithKernel is New with the XTS kernel chosen by the caller.
+func newWithKernel(spec string, key []byte, sectorSize int, kernel *xtsKernel) (*Cipher, error) {
 	s, err := ParseSpec(spec)
 	if err != nil {
 		return nil, err
@@ -143,6 +148,12 @@ func New(spec string, key []byte, sectorSize int) (*Cipher, error) {
 		return nil, fmt.Errorf("cipher %s: %w", spec, err)
 	}
 	c.xtsKey.data = c.data
+	if c.engine == engineXTS {
+		c.xtsKey.kernel = kernel
+		if c.xtsKey.kernel.schedule {
+			c.xtsKey.sched.expand(key[:len(key)/2])
+		}
+	}
 	return c, nil
 }
 
@@ -185,7 +196,8 @@ func (c *Cipher) Wipe() {
 	for _, b := range []cipher.Block{c.data, c.tweak, c.essiv} {
 		wipeBlock(b)
 	}
-	c.data, c.tweak, c.essiv, c.xtsKey = nil, nil, nil, xtsKey{}
+	c.data, c.tweak, c.essiv = nil, nil, nil
+	c.xtsKey = xtsKey{} // overwrites the expanded schedule in place
 }
 
 func (c *Cipher) check(op string, dst, src []byte) error {

@@ -50,24 +50,25 @@ func (c *Cipher) xts(dst, src []byte, iv uint64, decrypt bool) {
 			iv += step
 		}
 		if decrypt {
-			xtsDecryptSectors(&c.xtsKey, dst[off:end], src[off:end], first, ss, s.tweaks[:])
+			c.xtsKey.kernel.decrypt(&c.xtsKey, dst[off:end], src[off:end], first, ss, s.tweaks[:])
 		} else {
-			xtsEncryptSectors(&c.xtsKey, dst[off:end], src[off:end], first, ss, s.tweaks[:])
+			c.xtsKey.kernel.encrypt(&c.xtsKey, dst[off:end], src[off:end], first, ss, s.tweaks[:])
 		}
 	}
 }
 
-// xtsKey holds what the XTS sector functions need. An assembly kernel adds
-// its own expanded round keys here (crypto/aes does not expose its own).
+// xtsKey holds what the XTS sector functions need.
 type xtsKey struct {
-	data cipher.Block // first half of the key: encrypts the data
+	kernel *xtsKernel
+	data   cipher.Block // first half of the key: encrypts the data
+	sched  aesSchedule  // the same key expanded for assembly kernels (crypto/aes does not expose its own)
 }
 
 // xtsEncryptSectors encrypts len(src)/sectorSize whole sectors with the data
 // key. first holds each sector's initial tweak (16 bytes per sector,
 // already encrypted with the tweak key); table is scratch of at least
 // len(src) bytes. dst and src have equal length and are the same memory or
-// disjoint. This is the slot for an assembly kernel.
+// disjoint. It is the pure-Go kernel.
 func xtsEncryptSectors(k *xtsKey, dst, src, first []byte, sectorSize int, table []byte) {
 	b := k.data
 	n := len(src)

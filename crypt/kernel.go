@@ -1,0 +1,36 @@
+package crypt
+
+//go:generate go run ./internal/asmgen -out xts_amd64.s -stubs stubs_amd64.go -pkg crypt
+
+// xtsKernel is one implementation of the XTS sector functions. encrypt and
+// decrypt process len(src)/sectorSize whole sectors: first holds each
+// sector's initial tweak (16 bytes per sector, already encrypted with the
+// tweak key); table is scratch of at least len(src) bytes for kernels that
+// want it. dst and src have equal length and are the same memory or
+// disjoint.
+type xtsKernel struct {
+	name     string
+	schedule bool // whether the kernel reads xtsKey.sched
+	encrypt  func(k *xtsKey, dst, src, first []byte, sectorSize int, table []byte)
+	decrypt  func(k *xtsKey, dst, src, first []byte, sectorSize int, table []byte)
+}
+
+// kernelGo is the batched pure-Go kernel: it runs everywhere.
+var kernelGo = &xtsKernel{name: "go", encrypt: xtsEncryptSectors, decrypt: xtsDecryptSectors}
+
+// xtsKernels lists the kernels this CPU can run, fastest first; the last is
+// kernelGo. Architecture files prepend theirs in init.
+var xtsKernels = []*xtsKernel{kernelGo}
+
+// selectedKernel is the kernel New gives XTS ciphers: the fastest one.
+// Tests switch it to run every kernel.
+var selectedKernel = func() *xtsKernel { return xtsKernels[0] }
+
+// Kernel names the implementation behind the XTS engine ("vaes", "aesni",
+// "go"), or returns "" for other modes.
+func (c *Cipher) Kernel() string {
+	if c.engine != engineXTS || c.xtsKey.kernel == nil {
+		return ""
+	}
+	return c.xtsKey.kernel.name
+}
