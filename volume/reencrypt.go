@@ -217,10 +217,11 @@ func (j *shiftJob) format(ctx context.Context, passphrase []byte, o EncryptOptio
 	if err := copyRange(j.f, j.moved, 0, j.shift); err != nil {
 		return fmt.Errorf("move the start of the data: %w", err)
 	}
-	// The secondary copy and key slots first: if only they are written,
-	// the device already reads as LUKS (the secondary copy) and a rerun
-	// resumes instead of copying the overwritten head again.
-	if err := writeSync(j.f, img.b[h.Size:], h.Size); err != nil {
+	// The secondary copy and the key slots first: if only they are
+	// written, the device already reads as LUKS (the secondary copy) and a
+	// rerun resumes instead of copying the overwritten head again. The
+	// rest of the key-slot area is wiped when the encryption finishes.
+	if err := writeSync(j.f, img.b[h.Size:usedAreaEnd(h)], h.Size); err != nil {
 		return fmt.Errorf("write header: %w", err)
 	}
 	if err := writeSync(j.f, img.b[:h.Size], 0); err != nil {
@@ -232,7 +233,7 @@ func (j *shiftJob) format(ctx context.Context, passphrase []byte, o EncryptOptio
 func resumeShiftJob(f *os.File, h *header.Header, passphrase []byte) (*shiftJob, error) {
 	_, k := h.Meta.ReencryptKeyslot()
 	if k == nil {
-		return nil, fmt.Errorf("%s is already a LUKS volume: %w", f.Name(), ErrHasSignature)
+		return nil, fmt.Errorf("%s is already a LUKS volume with no encryption to resume: %w", f.Name(), ErrNotInReencryption)
 	}
 	if k.Mode != header.ReencryptEncrypt || k.Direction != header.DirectionBackward || k.Area.Type != "datashift" || k.Area.ShiftSize == nil {
 		return nil, fmt.Errorf("%w: %s holds a %s reencryption (%s, %s); volcrypt resumes encryption with a data shift only",
@@ -264,7 +265,7 @@ func resumeShiftJob(f *os.File, h *header.Header, passphrase []byte) (*shiftJob,
 	// segment is already whole.
 	_, hot := h.Meta.SegmentByFlag(header.FlagInReencryption)
 	switch s0 := h.Meta.Segments[0]; {
-	case hot != nil && hot.IVTweak != nil:
+	case hot != nil && hot.IVTweak != nil && !hot.Size.Dynamic && int64(hot.Size.Bytes) <= j.shift:
 		j.next = int64(*hot.IVTweak) * 512
 		j.hotzone = int64(hot.Size.Bytes)
 	case s0 != nil && s0.Type == header.SegmentCrypt && s0.Size.Dynamic:
@@ -351,6 +352,12 @@ func (j *shiftJob) run(ctx context.Context) error {
 			j.progress(Progress{DoneBytes: j.size - a, TotalBytes: j.size})
 		}
 		if a == 0 {
+			// All data is encrypted: record it before wiping the moved
+			// segment, which a redo of this hotzone would read.
+			j.setSegments(-1)
+			if err := j.h.Write(j.f); err != nil {
+				return err
+			}
 			break
 		}
 		// The next hotzone ends where this one starts.
@@ -365,19 +372,31 @@ func (j *shiftJob) run(ctx context.Context) error {
 	return j.finish()
 }
 
-// finish writes the final header, without reencryption metadata, and then
-// wipes the plaintext copy left in the moved segment.
+// finish wipes the plain data left in the moved segment and in the unused
+// key-slot area, then writes the final header without reencryption
+// metadata. It runs from the state where all data is encrypted (as
+// cryptsetup leaves it too), so a rerun after a crash wipes again.
 func (j *shiftJob) finish() error {
 	j.setSegments(-1)
 	j.h.ClearReencrypt()
 	j.h.Meta.Digests[j.digest].Segments = header.IDList{0}
-	if err := j.h.Write(j.f); err != nil {
-		return err
+	if err := zeroRange(j.f, usedAreaEnd(j.h), j.h.KeyslotsEnd()); err != nil {
+		return fmt.Errorf("wipe the free key-slot area: %w", err)
 	}
 	if err := zeroRange(j.f, j.moved, j.moved+j.shift); err != nil {
 		return fmt.Errorf("wipe the moved copy of the data: %w", err)
 	}
-	return nil
+	return j.h.Write(j.f)
+}
+
+// usedAreaEnd is the end of the last key slot's area (at least the end of
+// the secondary header copy).
+func usedAreaEnd(h *header.Header) int64 {
+	end := 2 * h.Size
+	for _, k := range h.Meta.Keyslots {
+		end = max(end, int64(k.Area.Offset)+int64(k.Area.Size))
+	}
+	return end
 }
 
 // memImage is an in-memory header area: the header is built there and
@@ -450,4 +469,27 @@ func ext4Size(r io.ReaderAt) (int64, bool, error) {
 		return 0, false, nil
 	}
 	return int64(blocks) << (10 + logBlock), true, nil
+}
+
+// ReencryptionMode returns the mode (header.ReencryptEncrypt, …) of the
+// reencryption in progress on path, or "" when there is none or path holds
+// no LUKS header.
+func ReencryptionMode(path string) (string, error) {
+	f, err := openFile(path, true)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h, err := header.Read(f)
+	if errors.Is(err, header.ErrNotLUKS) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read header of %s: %w", path, err)
+	}
+	_, k := h.Meta.ReencryptKeyslot()
+	if k == nil {
+		return "", nil
+	}
+	return k.Mode, nil
 }

@@ -10,13 +10,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/volcrypt/volcrypt/header"
 	"github.com/volcrypt/volcrypt/kdf"
 )
-
 
 const testPass = "in-place passphrase"
 
@@ -148,6 +148,183 @@ func TestEncryptRefuses(t *testing.T) {
 	require.NoError(t, err)
 	v.Close()
 	_, err = Encrypt(context.Background(), img, []byte(testPass), encryptOpts(16<<20))
-	require.ErrorIs(t, err, ErrHasSignature, "already encrypted")
-	_ = header.ErrWrongKey
+	require.ErrorIs(t, err, ErrNotInReencryption, "already encrypted")
+}
+
+// killPoints is how many random kill -9 moments each interruption test
+// tries; VOLCRYPT_KILL_POINTS raises it outside CI.
+func killPoints() int {
+	n := 3
+	if s := os.Getenv("VOLCRYPT_KILL_POINTS"); s != "" {
+		fmt.Sscan(s, &n)
+	}
+	return n
+}
+
+// TestHelperEncryptChild is the child process the interruption tests kill:
+// it encrypts the image named in its environment and exits.
+func TestHelperEncryptChild(t *testing.T) {
+	img := os.Getenv("VOLCRYPT_TEST_ENCRYPT_IMAGE")
+	if img == "" {
+		t.Skip("helper process only")
+	}
+	v, err := Encrypt(context.Background(), img, []byte(testPass), encryptOpts(16<<20))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	v.Close()
+	os.Exit(0)
+}
+
+// startChild runs cmd and kills it with SIGKILL after delay; it reports
+// whether the child was killed before finishing.
+func runAndKill(t *testing.T, cmd *exec.Cmd, delay time.Duration) bool {
+	t.Helper()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	require.NoError(t, cmd.Start())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "%s", out.String())
+		return false
+	case <-time.After(delay):
+		require.NoError(t, cmd.Process.Kill())
+		<-done
+		return true
+	}
+}
+
+func encryptChild(img string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperEncryptChild$")
+	cmd.Env = append(os.Environ(), "VOLCRYPT_TEST_ENCRYPT_IMAGE="+img)
+	return cmd
+}
+
+// timeChild measures how long an uninterrupted child run takes on a copy.
+func timeChild(t *testing.T, img string, cmd func(string) *exec.Cmd) time.Duration {
+	t.Helper()
+	cp := filepath.Join(t.TempDir(), "timing.img")
+	b, err := os.ReadFile(img)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(cp, b, 0o600))
+	start := time.Now()
+	out, err := cmd(cp).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	return time.Since(start)
+}
+
+func TestEncryptKilledAndResumed(t *testing.T) {
+	const dev, fs = 64 << 20, 48 << 20
+	img, plain := fsImage(t, dev, fs, 3)
+	full := timeChild(t, img, encryptChild)
+	orig, err := os.ReadFile(img)
+	require.NoError(t, err)
+	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	for i := range killPoints() {
+		delay := time.Duration(r.Int64N(int64(full)))
+		t.Run(fmt.Sprintf("kill-%d-after-%v", i, delay.Round(time.Millisecond)), func(t *testing.T) {
+			require.NoError(t, os.WriteFile(img, orig, 0o600))
+			killed := runAndKill(t, encryptChild(img), delay)
+			t.Logf("killed mid-run: %v", killed)
+			if h, err := readHeader(img); err == nil {
+				if _, k := h.Meta.ReencryptKeyslot(); k == nil {
+					killed = false // already finished
+				}
+			}
+			if killed {
+				// Resume in-process, as running the command again does.
+				v, err := Encrypt(context.Background(), img, []byte(testPass), encryptOpts(16<<20))
+				require.NoError(t, err)
+				v.Close()
+			}
+			got := plainBytes(t, img, fs)
+			requireSameData(t, plain, got)
+			fsck(t, got)
+		})
+	}
+}
+
+// TestEncryptResumeAcrossTools interrupts one tool's in-place encryption
+// with kill -9 and lets the other finish it.
+func TestEncryptResumeAcrossTools(t *testing.T) {
+	cs, err := exec.LookPath("cryptsetup")
+	if err != nil {
+		t.Skip("cryptsetup not installed")
+	}
+	const dev, fs = 64 << 20, 48 << 20
+	csEncrypt := func(img string) *exec.Cmd {
+		cmd := exec.Command(cs, "reencrypt", "--encrypt", "--force-offline-reencrypt", "--reduce-device-size", "16M",
+			"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "-q", "--key-file", "-", img)
+		cmd.Stdin = bytes.NewReader([]byte(testPass))
+		return cmd
+	}
+	csResume := func(img string) {
+		// After kill -9 cryptsetup wants "repair" (recovery of the
+		// hotzone) before --resume-only, for its own runs as for ours.
+		for _, args := range [][]string{{"repair", "-q"}, {"reencrypt", "--resume-only", "--force-offline-reencrypt", "-q"}} {
+			cmd := exec.Command(cs, append(args, "--key-file", "-", img)...)
+			cmd.Stdin = bytes.NewReader([]byte(testPass))
+			out, err := cmd.CombinedOutput()
+			require.NoError(t, err, "cryptsetup %v: %s", args, out)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		start  func(string) *exec.Cmd
+		resume func(t *testing.T, img string)
+	}{
+		{"volcrypt-then-cryptsetup", encryptChild, func(t *testing.T, img string) { csResume(img) }},
+		{"cryptsetup-then-volcrypt", csEncrypt, func(t *testing.T, img string) {
+			v, err := Encrypt(context.Background(), img, []byte(testPass), encryptOpts(16<<20))
+			require.NoError(t, err)
+			v.Close()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img, plain := fsImage(t, dev, fs, 4)
+			full := timeChild(t, img, tc.start)
+			orig, err := os.ReadFile(img)
+			require.NoError(t, err)
+			// Kill somewhere in the middle: after the header exists, before
+			// the end; retry a few moments until one lands mid-run.
+			interrupted := false
+			for _, frac := range []float64{0.5, 0.35, 0.65, 0.45, 0.55, 0.3, 0.7, 0.4, 0.6} {
+				require.NoError(t, os.WriteFile(img, orig, 0o600))
+				if !runAndKill(t, tc.start(img), time.Duration(frac*float64(full))) {
+					continue
+				}
+				h, err := readHeader(img)
+				if err == nil {
+					t.Logf("kill at %.2f: damaged %v", frac, h.Damaged)
+				}
+				if err != nil || len(h.Damaged) > 0 {
+					// Killed before the header was written, or between
+					// its two copies: cryptsetup does not resume that.
+					continue
+				}
+				if _, k := h.Meta.ReencryptKeyslot(); k == nil {
+					continue
+				}
+				interrupted = true
+				break
+			}
+			require.True(t, interrupted, "no kill landed mid-run")
+			tc.resume(t, img)
+			got := plainBytes(t, img, fs)
+			requireSameData(t, plain, got)
+			fsck(t, got)
+		})
+	}
+}
+
+func readHeader(path string) (*header.Header, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return header.Read(f)
 }

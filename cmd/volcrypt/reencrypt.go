@@ -1,6 +1,121 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/volcrypt/volcrypt/header"
+	"github.com/volcrypt/volcrypt/volume"
+)
 
 // reencryptCommands returns the commands for encrypt, decrypt, reencrypt (issue 8).
-func (a *app) reencryptCommands() []*cobra.Command { return nil }
+func (a *app) reencryptCommands() []*cobra.Command {
+	return []*cobra.Command{a.encryptCommand()}
+}
+
+func (a *app) encryptCommand() *cobra.Command {
+	var (
+		o      volume.EncryptOptions
+		key    keyFlags
+		kf     kdfFlags
+		reduce sizeFlag
+		mdSize sizeFlag
+		ksSize sizeFlag
+		hdr    string
+	)
+	cmd := &cobra.Command{
+		Use:   "encrypt [flags] --reduce-device-size SIZE DEVICE",
+		Short: "Encrypt a device that holds data in place (resumable: run it again after an interruption)",
+		Long: `Turn a device or image holding a file system into a LUKS2 volume without moving
+the data elsewhere. Shrink the file system first by SIZE (resize2fs): the data
+moves up by SIZE/2 to make room for the header, exactly as with
+cryptsetup reencrypt --encrypt --reduce-device-size. Progress is recorded in
+the LUKS2 header; after an interruption (even kill -9 or a power cut) run the
+same command again with the same passphrase to finish.`,
+		Example: `  resize2fs /dev/sdb1 <size-32M> && volcrypt encrypt --reduce-device-size 32m /dev/sdb1
+  volcrypt encrypt --reduce-device-size 32m --key-file key.bin disk.img`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			device := args[0]
+			if hdr != "" {
+				return usageError{fmt.Errorf("--header: in-place encryption with a detached header is not implemented yet")}
+			}
+			mode, err := volume.ReencryptionMode(device)
+			if err != nil {
+				return err
+			}
+			resume := mode == header.ReencryptEncrypt
+			if !resume {
+				if reduce == 0 {
+					return usageError{fmt.Errorf("--reduce-device-size is required: shrink the file system and give the space freed at the end of %s", device)}
+				}
+				if err := a.confirm(fmt.Sprintf("This will encrypt %s in place. Back up its data first.", device)); err != nil {
+					return err
+				}
+			}
+			o.KDF = kf.options()
+			o.Hash = kf.hash
+			o.Keyslot = key.slot
+			o.MetadataSizeBytes = int64(mdSize)
+			o.KeyslotsSizeBytes = int64(ksSize)
+			o.ReduceDeviceSizeBytes = int64(reduce)
+			o.Logger = a.log
+			o.Progress = a.progressLine("encrypt")
+			pass, err := a.passphrase(key, fmt.Sprintf("Enter passphrase for %s: ", device), !resume)
+			if err != nil {
+				return err
+			}
+			defer pass.Wipe()
+			v, err := volume.Encrypt(cmd.Context(), device, pass.Bytes(), o)
+			if err != nil {
+				return err
+			}
+			defer v.Close()
+			if a.json {
+				return a.printJSON(map[string]any{"device": device, "uuid": v.Header.UUID, "resumed": resume})
+			}
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	key.register(fs)
+	kf.register(fs)
+	fs.Var(&reduce, "reduce-device-size", "space at the end of the device the file system does not use; half of it makes room for the header")
+	fs.StringVarP(&o.Cipher, "cipher", "c", "aes-xts-plain64", "cipher specification of the data")
+	fs.IntVarP(&o.KeySizeBits, "key-size", "s", 512, "volume key size in bits")
+	fs.IntVar(&o.SectorSize, "sector-size", 512, "encryption sector size in bytes, 512–4096")
+	fs.StringVar(&o.Label, "label", "", "label of the volume")
+	fs.StringVar(&o.Subsystem, "subsystem", "", "subsystem label of the volume")
+	fs.StringVar(&o.UUID, "uuid", "", "UUID of the volume (random by default)")
+	fs.Var(&mdSize, "luks2-metadata-size", "size of each header copy: 16k, 32k, … 4m")
+	fs.Var(&ksSize, "luks2-keyslots-size", "size of the key-slot area")
+	fs.StringVar(&hdr, "header", "", "detached header file (not implemented yet)")
+	a.addJSONFlag(cmd)
+	return cmd
+}
+
+// progressLine returns a progress callback that rewrites one stderr line
+// with the share done, the throughput and the time left, at most a few
+// times a second.
+func (a *app) progressLine(what string) func(volume.Progress) {
+	start := time.Now()
+	var last time.Time
+	return func(p volume.Progress) {
+		now := time.Now()
+		done := p.DoneBytes >= p.TotalBytes
+		if !done && now.Sub(last) < 250*time.Millisecond {
+			return
+		}
+		last = now
+		el := now.Sub(start).Seconds()
+		rate := float64(p.DoneBytes) / max(el, 1e-3)
+		left := time.Duration(float64(p.TotalBytes-p.DoneBytes) / max(rate, 1) * float64(time.Second))
+		fmt.Fprintf(a.stderr, "\r%s: %5.1f%% %7.1f MiB/s, %v left ", what,
+			100*float64(p.DoneBytes)/float64(max(p.TotalBytes, 1)), rate/(1<<20), left.Round(time.Second))
+		if done {
+			fmt.Fprintln(a.stderr)
+		}
+	}
+}
