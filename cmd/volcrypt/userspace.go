@@ -422,8 +422,7 @@ func readState(mp string) *userspaceStatus {
 	if json.Unmarshal(b, &s) != nil || s.Mountpoint != mp {
 		return nil
 	}
-	start, err := processStart(s.PID)
-	s.Running = err == nil && start == s.PIDStart
+	s.Running = alive(s.PID, s.PIDStart)
 	return &s
 }
 
@@ -433,16 +432,23 @@ func processStart(pid int) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	start, _, err := parseStat(b)
+	return start, err
+}
+
+// parseStat returns the start time and state of a /proc/PID/stat line.
+func parseStat(b []byte) (start uint64, state string, err error) {
 	// The command name (field 2) may hold spaces; fields count from its ')'.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, errors.New("malformed /proc stat")
+		return 0, "", errors.New("malformed /proc stat")
 	}
 	f := strings.Fields(string(b[i+1:]))
 	if len(f) < 20 {
-		return 0, errors.New("malformed /proc stat")
+		return 0, "", errors.New("malformed /proc stat")
 	}
-	return strconv.ParseUint(f[19], 10, 64)
+	start, err = strconv.ParseUint(f[19], 10, 64)
+	return start, f[0], err
 }
 
 // servedElsewhere returns the mount point that already serves device dev.
@@ -469,7 +475,7 @@ func servedElsewhere(dev string) (string, bool) {
 		if json.Unmarshal(b, &s) != nil || s.DevID != id || s.Inode != ino {
 			continue
 		}
-		if start, err := processStart(s.PID); err == nil && start == s.PIDStart {
+		if alive(s.PID, s.PIDStart) {
 			return s.Mountpoint, true
 		}
 	}
@@ -527,21 +533,25 @@ func (a *app) closeUserspace(name string) (handled bool, err error) {
 // waitExit waits until process pid (started at start) has exited.
 func waitExit(pid int, start uint64, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	for {
-		if st, err := processStart(pid); err != nil || st != start {
-			return nil
-		}
-		// A zombie (reaped by nobody yet, e.g. a test's child) has exited.
-		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
-			if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
-				return nil
-			}
-		}
+	for alive(pid, start) {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("server %d did not exit within %s", pid, timeout)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	return nil
+}
+
+// alive says whether process pid, started at start, still runs: it exists,
+// is not another process that got its PID, and is not a zombie that its
+// parent has yet to reap.
+func alive(pid int, start uint64) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	st, state, err := parseStat(b)
+	return err == nil && st == start && state != "Z" && state != "X"
 }
 
 // statusUserspace reports a userspace volume at name; handled as above.

@@ -1,0 +1,354 @@
+package main
+
+import (
+	"bytes"
+	bin "encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/volcrypt/volcrypt/internal/swtpmtest"
+	"github.com/volcrypt/volcrypt/userspace"
+	"github.com/volcrypt/volcrypt/volume"
+)
+
+// The userspace tests mount FUSE with the real kernel: they need root and
+// /dev/fuse (this host and the VM have both), and loop devices and
+// mkfs.ext4 for the file-system tests.
+
+func needFUSE(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount FUSE")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("needs /dev/fuse (modprobe fuse)")
+	}
+}
+
+func needLoop(t *testing.T) {
+	t.Helper()
+	needFUSE(t)
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skip("needs loop devices (modprobe loop)")
+	}
+	for _, tool := range []string{"losetup", "mkfs.ext4"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s (scripts/deps installs it)", tool)
+		}
+	}
+}
+
+// openUserspace formats a volume (unless img is given) and serves it at a
+// new mount point; the cleanup closes it whatever the test left.
+func serveVolume(t *testing.T, stdin string, args ...string) (mp string, st userspaceStatus) {
+	t.Helper()
+	mp = t.TempDir()
+	r := mustRun(t, stdin, append(append([]string{"open", "--userspace", "--json"}, args...), mp)...)
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &st), r.stdout)
+	t.Cleanup(func() {
+		if _, ok := findUserspace(mp); ok {
+			_ = exec.Command("umount", "-l", mp).Run()
+			volcrypt(t, "", "close", mp)
+		}
+	})
+	return mp, st
+}
+
+func usVolume(t *testing.T, size int64) (img, kf string) {
+	t.Helper()
+	img = image(t, size)
+	kf = keyFile(t, "userspace passphrase")
+	mustRun(t, "", append(append([]string{"format", "-q", "--key-file", kf}, cheap...), img)...)
+	return img, kf
+}
+
+// plaintext reads the whole data segment through the engine directly.
+func plaintext(t *testing.T, img, kf string) []byte {
+	t.Helper()
+	v, err := volume.Load(img, volume.LoadOptions{ReadOnly: true})
+	require.NoError(t, err)
+	defer v.Close()
+	pass, err := os.ReadFile(kf)
+	require.NoError(t, err)
+	key, _, err := v.Unlock(pass, volume.UnlockOptions{Keyslot: -1})
+	require.NoError(t, err)
+	defer key.Wipe()
+	pt, err := v.Plaintext(key)
+	require.NoError(t, err)
+	defer pt.Close()
+	b := make([]byte, pt.Size())
+	_, err = pt.ReadAt(b, 0)
+	require.NoError(t, err)
+	return b
+}
+
+func serverGone(t *testing.T, st userspaceStatus) {
+	t.Helper()
+	require.False(t, alive(st.PID, st.PIDStart), "the server %d still runs", st.PID)
+	_, err := os.Stat(userspaceStatePath(st.Mountpoint))
+	require.ErrorIs(t, err, os.ErrNotExist, "the state file is removed")
+	_, mounted, err := userspace.Lookup(st.Mountpoint)
+	require.NoError(t, err)
+	require.False(t, mounted)
+}
+
+// TestUserspaceFileSystem is the main job without device-mapper: mkfs,
+// loop-mount and write files through FUSE, close, then read them back
+// through a second, read-only userspace open.
+func TestUserspaceFileSystem(t *testing.T) {
+	needLoop(t)
+	img, kf := usVolume(t, 64<<20)
+	mp, st := serveVolume(t, "", "--key-file", kf, img)
+	file := filepath.Join(mp, "volume")
+	require.Equal(t, file, st.File)
+	require.Equal(t, "read/write", st.Mode)
+	fi, err := os.Stat(file)
+	require.NoError(t, err)
+	require.EqualValues(t, st.SizeSectors*512, fi.Size())
+	require.EqualValues(t, 64<<20-16<<20, fi.Size(), "the data segment after cryptsetup's default 16 MiB header")
+
+	r := mustRun(t, "", "status", mp)
+	require.Contains(t, r.stdout, mp+" is active (userspace, FUSE).")
+	require.Contains(t, r.stdout, "aes-xts-plain64")
+	require.Contains(t, r.stdout, "keysize: 512 bits")
+	r = mustRun(t, "", "status", "--json", mp)
+	var js userspaceStatus
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &js))
+	require.Equal(t, st, js)
+	require.True(t, js.Running)
+
+	fsDir := t.TempDir()
+	loopDev := sh(t, `mkfs.ext4 -q -F "$1" && losetup -f --show "$1"`, file)
+	loopDev = loopDev[:len(loopDev)-1]
+	t.Cleanup(func() { _ = exec.Command("losetup", "-d", loopDev).Run() })
+	sh(t, `mount "$1" "$2" && for i in 1 2 3; do head -c $((i*300000)) /dev/urandom > "$2/f$i"; done && echo userspace-marker > "$2/hello" && sync`, loopDev, fsDir)
+	sums := sh(t, `cd "$1" && sha256sum f1 f2 f3 hello`, fsDir)
+
+	// Busy while the loop device holds the file: exit code 5, still served.
+	r = volcrypt(t, "", "close", mp)
+	require.Equal(t, 5, r.code, r.stderr)
+	require.Contains(t, r.stderr, "losetup -d")
+	sh(t, `umount "$1" && losetup -d "$2"`, fsDir, loopDev)
+	mustRun(t, "", "close", mp)
+	serverGone(t, st)
+	require.NotContains(t, string(must(os.ReadFile(img))), "userspace-marker", "the image holds no plaintext")
+
+	// Read-only, the same files; writes are refused.
+	mp, st = serveVolume(t, "", "--read-only", "--key-file", kf, img)
+	require.Equal(t, "readonly", st.Mode)
+	_, err = os.OpenFile(st.File, os.O_WRONLY, 0)
+	require.ErrorIs(t, err, syscall.EROFS)
+	loopDev = sh(t, `losetup -r -f --show "$1"`, st.File)
+	loopDev = loopDev[:len(loopDev)-1]
+	got := sh(t, `mount -o ro "$1" "$2" && cd "$2" && sha256sum f1 f2 f3 hello`, loopDev, fsDir)
+	require.Equal(t, sums, got)
+	sh(t, `umount "$1" && losetup -d "$2"`, fsDir, loopDev)
+	mustRun(t, "", "close", mp)
+	serverGone(t, st)
+}
+
+var le = bin.LittleEndian
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// TestUserspaceMatchesEngine writes through the served file and compares
+// every byte with the engine's view of the closed volume.
+func TestUserspaceMatchesEngine(t *testing.T) {
+	needFUSE(t)
+	img, kf := usVolume(t, 24<<20)
+	want := plaintext(t, img, kf)
+	mp, st := serveVolume(t, "", "--key-file", kf, img)
+	f, err := os.OpenFile(st.File, os.O_RDWR, 0)
+	require.NoError(t, err)
+	seed := uint64(1)
+	for i := range 100 {
+		seed = seed*6364136223846793005 + 1442695040888963407
+		off := int64(seed>>20) % int64(len(want))
+		n := int(seed>>8)%(300<<10) + 1
+		n = min(n, len(want)-int(off))
+		p := bytes.Repeat([]byte{byte(i), byte(i >> 8), 0x5a}, n/3+1)[:n]
+		_, err := f.WriteAt(p, off)
+		require.NoError(t, err)
+		copy(want[off:], p)
+	}
+	got := make([]byte, len(want))
+	_, err = f.ReadAt(got, 0)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(want, got), "FUSE reads back what it wrote")
+	require.NoError(t, f.Close())
+	mustRun(t, "", "close", mp)
+	require.True(t, bytes.Equal(want, plaintext(t, img, kf)), "the engine reads what FUSE wrote")
+}
+
+// TestUserspaceKill9 kills the server while a writer writes whole-sector
+// patterns: every write acknowledged before the kill is on the disk, and no
+// sector is torn (each holds one write's pattern, whole).
+func TestUserspaceKill9(t *testing.T) {
+	needFUSE(t)
+	img, kf := usVolume(t, 20<<20)
+	mp, st := serveVolume(t, "", "--key-file", kf, img)
+	const sector, region = 4096, 1 << 20
+	pattern := func(gen uint64, sec int) []byte {
+		b := make([]byte, sector)
+		for i := 0; i < sector; i += 16 {
+			le.PutUint64(b[i:], gen)
+			le.PutUint64(b[i+8:], uint64(sec))
+		}
+		return b
+	}
+	f, err := os.OpenFile(st.File, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	acked := make([]uint64, region/sector) // generation acknowledged per sector
+	for s := range acked {
+		_, err := f.WriteAt(pattern(0, s), int64(s)*sector)
+		require.NoError(t, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for gen := uint64(1); ; gen++ {
+			for s := 0; s < len(acked); s += 8 { // 32 KiB writes
+				var b []byte
+				for k := s; k < s+8; k++ {
+					b = append(b, pattern(gen, k)...)
+				}
+				if _, err := f.WriteAt(b, int64(s)*sector); err != nil {
+					return
+				}
+				for k := s; k < s+8; k++ {
+					acked[k] = gen
+				}
+			}
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	require.NoError(t, syscall.Kill(st.PID, syscall.SIGKILL))
+	<-done
+	require.NoError(t, waitExit(st.PID, st.PIDStart, 10*time.Second))
+
+	// The dead mount: status says so, close unmounts it.
+	r := mustRun(t, "", "status", mp)
+	require.Contains(t, r.stdout, "not running")
+	f.Close()
+	mustRun(t, "", "close", mp)
+	serverGone(t, st)
+
+	pt := plaintext(t, img, kf)
+	for s := range acked {
+		b := pt[s*sector : (s+1)*sector]
+		gen := le.Uint64(b)
+		require.Equal(t, pattern(gen, s), b, "sector %d is whole", s)
+		require.GreaterOrEqual(t, gen, acked[s], "sector %d keeps its acknowledged write", s)
+	}
+	require.Positive(t, acked[len(acked)-1], "the writer got through the region at least once")
+}
+
+// TestUserspaceSIGTERM: the server unmounts and exits on SIGTERM.
+func TestUserspaceSIGTERM(t *testing.T) {
+	needFUSE(t)
+	img, kf := usVolume(t, 20<<20)
+	_, st := serveVolume(t, "", "--key-file", kf, img)
+	require.NoError(t, syscall.Kill(st.PID, syscall.SIGTERM))
+	require.NoError(t, waitExit(st.PID, st.PIDStart, 10*time.Second))
+	require.Eventually(t, func() bool {
+		_, err := os.Stat(userspaceStatePath(st.Mountpoint))
+		return errors.Is(err, os.ErrNotExist)
+	}, 5*time.Second, 20*time.Millisecond)
+	serverGone(t, st)
+}
+
+func TestUserspaceErrors(t *testing.T) {
+	needFUSE(t)
+	img, kf := usVolume(t, 20<<20)
+	notDir := keyFile(t, "a file")
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"mount-point-missing", []string{"--key-file", kf, img, filepath.Join(t.TempDir(), "nope")}, 1, "not a directory"},
+		{"mount-point-is-a-file", []string{"--key-file", kf, img, notDir}, 1, "not a directory"},
+		{"wrong-key", []string{"--key-file", keyFile(t, "wrong"), img, t.TempDir()}, 2, "no key available"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := volcrypt(t, "", append([]string{"open", "--userspace"}, tc.args...)...)
+			require.Equal(t, tc.code, r.code, r.stderr)
+			require.Contains(t, r.stderr, tc.msg)
+		})
+	}
+	t.Run("served-twice", func(t *testing.T) {
+		mp, _ := serveVolume(t, "", "--key-file", kf, img)
+		r := volcrypt(t, "", "open", "--userspace", "--key-file", kf, img, t.TempDir())
+		require.Equal(t, 5, r.code, r.stderr)
+		require.Contains(t, r.stderr, "already served at "+mp)
+		other, okf := usVolume(t, 20<<20)
+		r = volcrypt(t, "", "open", "--userspace", "--key-file", okf, other, mp)
+		require.Equal(t, 5, r.code, r.stderr)
+		require.Contains(t, r.stderr, "already serves a volume")
+	})
+}
+
+// TestUserspaceUnlockMethods: every way open unlocks serves the same
+// plaintext: passphrase on standard input, recovery password, TPM token.
+func TestUserspaceUnlockMethods(t *testing.T) {
+	needFUSE(t)
+	img, kf, recovery := tpmVolume(t)
+	tp := swtpmtest.Start(t)
+	mustRun(t, "", "enroll", "tpm2", "--tpm2-device", tp.Device, "--key-file", kf, img)
+	want := plaintext(t, img, kf)[:1<<20]
+	for _, tc := range []struct {
+		name, stdin string
+		args        []string
+	}{
+		{"passphrase-stdin", "admin passphrase\n", []string{"--disable-tokens"}},
+		{"recovery-password", recovery + "\n", []string{"--disable-tokens"}},
+		{"tpm2-token", "", []string{"--token-only", "--tpm2-device", tp.Device}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mp, st := serveVolume(t, tc.stdin, append(tc.args, "-r", img)...)
+			got := make([]byte, len(want))
+			f, err := os.Open(st.File)
+			require.NoError(t, err)
+			_, err = f.ReadAt(got, 0)
+			f.Close()
+			require.NoError(t, err)
+			require.True(t, bytes.Equal(want, got))
+			mustRun(t, "", "close", mp)
+		})
+	}
+}
+
+// The key reaches the server through a pipe only: never argv or env.
+func TestUserspaceKeyNotInArgvOrEnv(t *testing.T) {
+	needFUSE(t)
+	img, kf := usVolume(t, 20<<20)
+	_, st := serveVolume(t, "", "--key-file", kf, img)
+	r := mustRun(t, "", "dump", "--volume-key", "-q", "--key-file", kf, img)
+	hexKey := bytes.TrimSpace([]byte(r.stdout))
+	raw := make([]byte, len(hexKey)/2)
+	_, err := hex.Decode(raw, hexKey)
+	require.NoError(t, err)
+	for _, f := range []string{"cmdline", "environ"} {
+		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(st.PID), f))
+		require.NoError(t, err)
+		require.NotContains(t, string(b), string(hexKey))
+		require.False(t, bytes.Contains(b, raw))
+	}
+}
