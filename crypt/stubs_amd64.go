@@ -13,3 +13,16 @@ func xtsEncryptAESNI(rk *byte, rounds int, dst *byte, src *byte, tweaks *byte, s
 //
 //go:noescape
 func xtsDecryptAESNI(rk *byte, rounds int, dst *byte, src *byte, tweaks *byte, sectors int, blocks int)
+
+// xtsEncryptVAES encrypts sectors whole XTS sectors of blocks 16-byte blocks each with VAES on YMM registers.
+//
+//go:noescape
+func xtsEncryptVAES(rk *byte, rounds int, dst *byte, src *byte, tweaks *byte, sectors int, blocks int)
+
+// xtsDecryptVAES decrypts sectors whole XTS sectors of blocks 16-byte blocks each with VAES on YMM registers.
+//
+//go:noescape
+func xtsDecryptVAES(rk *byte, rounds int, dst *byte, src *byte, tweaks *byte, sectors int, blocks int)
+
+// cpuid runs CPUID with EAX=leaf, ECX=sub.
+func cpuid(leaf uint32, sub uint32) (eax uint32, ebx uint32, ecx uint32, edx uint32)

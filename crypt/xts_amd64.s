@@ -10,6 +10,12 @@ DATA xtsAlphaMask<>+8(SB)/4, $0x00000001
 DATA xtsAlphaMask<>+12(SB)/4, $0x00000000
 GLOBL xtsAlphaMask<>(SB), RODATA|NOPTR, $16
 
+DATA xtsPoly<>+0(SB)/8, $0x0000000000000087
+DATA xtsPoly<>+8(SB)/8, $0x0000000000000000
+DATA xtsPoly<>+16(SB)/8, $0x0000000000000087
+DATA xtsPoly<>+24(SB)/8, $0x0000000000000000
+GLOBL xtsPoly<>(SB), RODATA|NOPTR, $32
+
 // func xtsEncryptAESNI(rk *byte, rounds int, dst *byte, src *byte, tweaks *byte, sectors int, blocks int)
 // Requires: AES, SSE2
 TEXT ·xtsEncryptAESNI(SB), NOSPLIT, $128-56
@@ -358,4 +364,400 @@ xtsDecryptAESNI_done:
 	MOVOU X0, 80(SP)
 	MOVOU X0, 96(SP)
 	MOVOU X0, 112(SP)
+	RET
+
+// func xtsEncryptVAES(rk *byte, rounds int, dst *byte, src *byte, tweaks *byte, sectors int, blocks int)
+// Requires: AVX, AVX2
+TEXT ·xtsEncryptVAES(SB), NOSPLIT, $256-56
+	MOVQ    rk+0(FP), AX
+	MOVQ    rounds+8(FP), CX
+	MOVQ    dst+16(FP), DX
+	MOVQ    src+24(FP), BX
+	MOVQ    tweaks+32(FP), SI
+	MOVQ    sectors+40(FP), DI
+	MOVQ    blocks+48(FP), R8
+	VMOVDQU xtsPoly<>+0(SB), Y12
+	SHRQ    $0x04, R8
+
+xtsEncryptVAES_sector:
+	TESTQ DI, DI
+	JZ    xtsEncryptVAES_done
+
+	// Y9 = the sector's first two tweaks T, Tα.
+	VMOVDQU     (SI), X9
+	VPSHUFD     $0x13, X9, X10
+	VPSRAD      $0x1f, X10, X10
+	VPAND       xtsAlphaMask<>+0(SB), X10, X10
+	VPADDQ      X9, X9, X11
+	VPXOR       X10, X11, X11
+	VINSERTI128 $0x01, X11, Y9, Y9
+	MOVQ        R8, R9
+
+xtsEncryptVAES_group:
+	VBROADCASTI128 (AX), Y8
+	VMOVDQU        Y9, (SP)
+	VPXOR          (BX), Y9, Y0
+	VPXOR          Y8, Y0, Y0
+
+	// t *= α² in each lane
+	VPSRLQ     $0x3e, Y9, Y10
+	VPCLMULQDQ $0x01, Y12, Y10, Y11
+	VPSLLDQ    $0x08, Y10, Y10
+	VPSLLQ     $0x02, Y9, Y9
+	VPXOR      Y10, Y9, Y9
+	VPXOR      Y11, Y9, Y9
+	VMOVDQU    Y9, 32(SP)
+	VPXOR      32(BX), Y9, Y1
+	VPXOR      Y8, Y1, Y1
+
+	// t *= α² in each lane
+	VPSRLQ     $0x3e, Y9, Y10
+	VPCLMULQDQ $0x01, Y12, Y10, Y11
+	VPSLLDQ    $0x08, Y10, Y10
+	VPSLLQ     $0x02, Y9, Y9
+	VPXOR      Y10, Y9, Y9
+	VPXOR      Y11, Y9, Y9
+	VMOVDQU    Y9, 64(SP)
+	VPXOR      64(BX), Y9, Y2
+	VPXOR      Y8, Y2, Y2
+
+	// t *= α² in each lane
+	VPSRLQ     $0x3e, Y9, Y10
+	VPCLMULQDQ $0x01, Y12, Y10, Y11
+	VPSLLDQ    $0x08, Y10, Y10
+	VPSLLQ     $0x02, Y9, Y9
+	VPXOR      Y10, Y9, Y9
+	VPXOR      Y11, Y9, Y9
+	VMOVDQU    Y9, 96(SP)
+	VPXOR      96(BX), Y9, Y3
+	VPXOR      Y8, Y3, Y3
+
+	// t *= α² in each lane
+	VPSRLQ     $0x3e, Y9, Y10
+	VPCLMULQDQ $0x01, Y12, Y10, Y11
+	VPSLLDQ    $0x08, Y10, Y10
+	VPSLLQ     $0x02, Y9, Y9
+	VPXOR      Y10, Y9, Y9
+	VPXOR      Y11, Y9, Y9
+	VMOVDQU    Y9, 128(SP)
+	VPXOR      128(BX), Y9, Y4
+	VPXOR      Y8, Y4, Y4
+
+	// t *= α² in each lane
+	VPSRLQ     $0x3e, Y9, Y10
+	VPCLMULQDQ $0x01, Y12, Y10, Y11
+	VPSLLDQ    $0x08, Y10, Y10
+	VPSLLQ     $0x02, Y9, Y9
+	VPXOR      Y10, Y9, Y9
+	VPXOR      Y11, Y9, Y9
+	VMOVDQU    Y9, 160(SP)
+	VPXOR      160(BX), Y9, Y5
+	VPXOR      Y8, Y5, Y5
+
+	// t *= α² in each lane
+	VPSRLQ     $0x3e, Y9, Y10
+	VPCLMULQDQ $0x01, Y12, Y10, Y11
+	VPSLLDQ    $0x08, Y10, Y10
+	VPSLLQ     $0x02, Y9, Y9
+	VPXOR      Y10, Y9, Y9
+	VPXOR      Y11, Y9, Y9
+	VMOVDQU    Y9, 192(SP)
+	VPXOR      192(BX), Y9, Y6
+	VPXOR      Y8, Y6, Y6
+
+	// t *= α² in each lane
+	VPSRLQ     $0x3e, Y9, Y10
+	VPCLMULQDQ $0x01, Y12, Y10, Y11
+	VPSLLDQ    $0x08, Y10, Y10
+	VPSLLQ     $0x02, Y9, Y9
+	VPXOR      Y10, Y9, Y9
+	VPXOR      Y11, Y9, Y9
+	VMOVDQU    Y9, 224(SP)
+	VPXOR      224(BX), Y9, Y7
+	VPXOR      Y8, Y7, Y7
+
+	// t *= α² in each lane
+	VPSRLQ     $0x3e, Y9, Y10
+	VPCLMULQDQ $0x01, Y12, Y10, Y11
+	VPSLLDQ    $0x08, Y10, Y10
+	VPSLLQ     $0x02, Y9, Y9
+	VPXOR      Y10, Y9, Y9
+	VPXOR      Y11, Y9, Y9
+	LEAQ       16(AX), R10
+	MOVQ       CX, R11
+	DECQ       R11
+
+xtsEncryptVAES_round:
+	VBROADCASTI128 (R10), Y8
+	VAESENC        Y8, Y0, Y0
+	VAESENC        Y8, Y1, Y1
+	VAESENC        Y8, Y2, Y2
+	VAESENC        Y8, Y3, Y3
+	VAESENC        Y8, Y4, Y4
+	VAESENC        Y8, Y5, Y5
+	VAESENC        Y8, Y6, Y6
+	VAESENC        Y8, Y7, Y7
+	ADDQ           $0x10, R10
+	DECQ           R11
+	JNZ            xtsEncryptVAES_round
+	VBROADCASTI128 (R10), Y8
+	VAESENCLAST    Y8, Y0, Y0
+	VPXOR          (SP), Y0, Y0
+	VMOVDQU        Y0, (DX)
+	VAESENCLAST    Y8, Y1, Y1
+	VPXOR          32(SP), Y1, Y1
+	VMOVDQU        Y1, 32(DX)
+	VAESENCLAST    Y8, Y2, Y2
+	VPXOR          64(SP), Y2, Y2
+	VMOVDQU        Y2, 64(DX)
+	VAESENCLAST    Y8, Y3, Y3
+	VPXOR          96(SP), Y3, Y3
+	VMOVDQU        Y3, 96(DX)
+	VAESENCLAST    Y8, Y4, Y4
+	VPXOR          128(SP), Y4, Y4
+	VMOVDQU        Y4, 128(DX)
+	VAESENCLAST    Y8, Y5, Y5
+	VPXOR          160(SP), Y5, Y5
+	VMOVDQU        Y5, 160(DX)
+	VAESENCLAST    Y8, Y6, Y6
+	VPXOR          192(SP), Y6, Y6
+	VMOVDQU        Y6, 192(DX)
+	VAESENCLAST    Y8, Y7, Y7
+	VPXOR          224(SP), Y7, Y7
+	VMOVDQU        Y7, 224(DX)
+	ADDQ           $0x00000100, BX
+	ADDQ           $0x00000100, DX
+	DECQ           R9
+	JNZ            xtsEncryptVAES_group
+	ADDQ           $0x10, SI
+	DECQ           DI
+	JMP            xtsEncryptVAES_sector
+
+xtsEncryptVAES_done:
+	// Leave no round key or tweak in a register or on the stack.
+	VPXOR   Y0, Y0, Y0
+	VPXOR   Y1, Y1, Y1
+	VPXOR   Y2, Y2, Y2
+	VPXOR   Y3, Y3, Y3
+	VPXOR   Y4, Y4, Y4
+	VPXOR   Y5, Y5, Y5
+	VPXOR   Y6, Y6, Y6
+	VPXOR   Y7, Y7, Y7
+	VPXOR   Y8, Y8, Y8
+	VPXOR   Y9, Y9, Y9
+	VPXOR   Y10, Y10, Y10
+	VPXOR   Y11, Y11, Y11
+	VMOVDQU Y0, (SP)
+	VMOVDQU Y0, 32(SP)
+	VMOVDQU Y0, 64(SP)
+	VMOVDQU Y0, 96(SP)
+	VMOVDQU Y0, 128(SP)
+	VMOVDQU Y0, 160(SP)
+	VMOVDQU Y0, 192(SP)
+	VMOVDQU Y0, 224(SP)
+	VZEROUPPER
+	RET
+
+// func xtsDecryptVAES(rk *byte, rounds int, dst *byte, src *byte, tweaks *byte, sectors int, blocks int)
+// Requires: AVX, AVX2
+TEXT ·xtsDecryptVAES(SB), NOSPLIT, $256-56
+	MOVQ    rk+0(FP), AX
+	MOVQ    rounds+8(FP), CX
+	MOVQ    dst+16(FP), DX
+	MOVQ    src+24(FP), BX
+	MOVQ    tweaks+32(FP), SI
+	MOVQ    sectors+40(FP), DI
+	MOVQ    blocks+48(FP), R8
+	VMOVDQU xtsPoly<>+0(SB), Y12
+	SHRQ    $0x04, R8
+
+xtsDecryptVAES_sector:
+	TESTQ DI, DI
+	JZ    xtsDecryptVAES_done
+
+	// Y9 = the sector's first two tweaks T, Tα.
+	VMOVDQU     (SI), X9
+	VPSHUFD     $0x13, X9, X10
+	VPSRAD      $0x1f, X10, X10
+	VPAND       xtsAlphaMask<>+0(SB), X10, X10
+	VPADDQ      X9, X9, X11
+	VPXOR       X10, X11, X11
+	VINSERTI128 $0x01, X11, Y9, Y9
+	MOVQ        R8, R9
+
+xtsDecryptVAES_group:
+	VBROADCASTI128 (AX), Y8
+	VMOVDQU        Y9, (SP)
+	VPXOR          (BX), Y9, Y0
+	VPXOR          Y8, Y0, Y0
+
+	// t *= α² in each lane
+	VPSRLQ     $0x3e, Y9, Y10
+	VPCLMULQDQ $0x01, Y12, Y10, Y11
+	VPSLLDQ    $0x08, Y10, Y10
+	VPSLLQ     $0x02, Y9, Y9
+	VPXOR      Y10, Y9, Y9
+	VPXOR      Y11, Y9, Y9
+	VMOVDQU    Y9, 32(SP)
+	VPXOR      32(BX), Y9, Y1
+	VPXOR      Y8, Y1, Y1
+
+	// t *= α² in each lane
+	VPSRLQ     $0x3e, Y9, Y10
+	VPCLMULQDQ $0x01, Y12, Y10, Y11
+	VPSLLDQ    $0x08, Y10, Y10
+	VPSLLQ     $0x02, Y9, Y9
+	VPXOR      Y10, Y9, Y9
+	VPXOR      Y11, Y9, Y9
+	VMOVDQU    Y9, 64(SP)
+	VPXOR      64(BX), Y9, Y2
+	VPXOR      Y8, Y2, Y2
+
+	// t *= α² in each lane
+	VPSRLQ     $0x3e, Y9, Y10
+	VPCLMULQDQ $0x01, Y12, Y10, Y11
+	VPSLLDQ    $0x08, Y10, Y10
+	VPSLLQ     $0x02, Y9, Y9
+	VPXOR      Y10, Y9, Y9
+	VPXOR      Y11, Y9, Y9
+	VMOVDQU    Y9, 96(SP)
+	VPXOR      96(BX), Y9, Y3
+	VPXOR      Y8, Y3, Y3
+
+	// t *= α² in each lane
+	VPSRLQ     $0x3e, Y9, Y10
+	VPCLMULQDQ $0x01, Y12, Y10, Y11
+	VPSLLDQ    $0x08, Y10, Y10
+	VPSLLQ     $0x02, Y9, Y9
+	VPXOR      Y10, Y9, Y9
+	VPXOR      Y11, Y9, Y9
+	VMOVDQU    Y9, 128(SP)
+	VPXOR      128(BX), Y9, Y4
+	VPXOR      Y8, Y4, Y4
+
+	// t *= α² in each lane
+	VPSRLQ     $0x3e, Y9, Y10
+	VPCLMULQDQ $0x01, Y12, Y10, Y11
+	VPSLLDQ    $0x08, Y10, Y10
+	VPSLLQ     $0x02, Y9, Y9
+	VPXOR      Y10, Y9, Y9
+	VPXOR      Y11, Y9, Y9
+	VMOVDQU    Y9, 160(SP)
+	VPXOR      160(BX), Y9, Y5
+	VPXOR      Y8, Y5, Y5
+
+	// t *= α² in each lane
+	VPSRLQ     $0x3e, Y9, Y10
+	VPCLMULQDQ $0x01, Y12, Y10, Y11
+	VPSLLDQ    $0x08, Y10, Y10
+	VPSLLQ     $0x02, Y9, Y9
+	VPXOR      Y10, Y9, Y9
+	VPXOR      Y11, Y9, Y9
+	VMOVDQU    Y9, 192(SP)
+	VPXOR      192(BX), Y9, Y6
+	VPXOR      Y8, Y6, Y6
+
+	// t *= α² in each lane
+	VPSRLQ     $0x3e, Y9, Y10
+	VPCLMULQDQ $0x01, Y12, Y10, Y11
+	VPSLLDQ    $0x08, Y10, Y10
+	VPSLLQ     $0x02, Y9, Y9
+	VPXOR      Y10, Y9, Y9
+	VPXOR      Y11, Y9, Y9
+	VMOVDQU    Y9, 224(SP)
+	VPXOR      224(BX), Y9, Y7
+	VPXOR      Y8, Y7, Y7
+
+	// t *= α² in each lane
+	VPSRLQ     $0x3e, Y9, Y10
+	VPCLMULQDQ $0x01, Y12, Y10, Y11
+	VPSLLDQ    $0x08, Y10, Y10
+	VPSLLQ     $0x02, Y9, Y9
+	VPXOR      Y10, Y9, Y9
+	VPXOR      Y11, Y9, Y9
+	LEAQ       16(AX), R10
+	MOVQ       CX, R11
+	DECQ       R11
+
+xtsDecryptVAES_round:
+	VBROADCASTI128 (R10), Y8
+	VAESDEC        Y8, Y0, Y0
+	VAESDEC        Y8, Y1, Y1
+	VAESDEC        Y8, Y2, Y2
+	VAESDEC        Y8, Y3, Y3
+	VAESDEC        Y8, Y4, Y4
+	VAESDEC        Y8, Y5, Y5
+	VAESDEC        Y8, Y6, Y6
+	VAESDEC        Y8, Y7, Y7
+	ADDQ           $0x10, R10
+	DECQ           R11
+	JNZ            xtsDecryptVAES_round
+	VBROADCASTI128 (R10), Y8
+	VAESDECLAST    Y8, Y0, Y0
+	VPXOR          (SP), Y0, Y0
+	VMOVDQU        Y0, (DX)
+	VAESDECLAST    Y8, Y1, Y1
+	VPXOR          32(SP), Y1, Y1
+	VMOVDQU        Y1, 32(DX)
+	VAESDECLAST    Y8, Y2, Y2
+	VPXOR          64(SP), Y2, Y2
+	VMOVDQU        Y2, 64(DX)
+	VAESDECLAST    Y8, Y3, Y3
+	VPXOR          96(SP), Y3, Y3
+	VMOVDQU        Y3, 96(DX)
+	VAESDECLAST    Y8, Y4, Y4
+	VPXOR          128(SP), Y4, Y4
+	VMOVDQU        Y4, 128(DX)
+	VAESDECLAST    Y8, Y5, Y5
+	VPXOR          160(SP), Y5, Y5
+	VMOVDQU        Y5, 160(DX)
+	VAESDECLAST    Y8, Y6, Y6
+	VPXOR          192(SP), Y6, Y6
+	VMOVDQU        Y6, 192(DX)
+	VAESDECLAST    Y8, Y7, Y7
+	VPXOR          224(SP), Y7, Y7
+	VMOVDQU        Y7, 224(DX)
+	ADDQ           $0x00000100, BX
+	ADDQ           $0x00000100, DX
+	DECQ           R9
+	JNZ            xtsDecryptVAES_group
+	ADDQ           $0x10, SI
+	DECQ           DI
+	JMP            xtsDecryptVAES_sector
+
+xtsDecryptVAES_done:
+	// Leave no round key or tweak in a register or on the stack.
+	VPXOR   Y0, Y0, Y0
+	VPXOR   Y1, Y1, Y1
+	VPXOR   Y2, Y2, Y2
+	VPXOR   Y3, Y3, Y3
+	VPXOR   Y4, Y4, Y4
+	VPXOR   Y5, Y5, Y5
+	VPXOR   Y6, Y6, Y6
+	VPXOR   Y7, Y7, Y7
+	VPXOR   Y8, Y8, Y8
+	VPXOR   Y9, Y9, Y9
+	VPXOR   Y10, Y10, Y10
+	VPXOR   Y11, Y11, Y11
+	VMOVDQU Y0, (SP)
+	VMOVDQU Y0, 32(SP)
+	VMOVDQU Y0, 64(SP)
+	VMOVDQU Y0, 96(SP)
+	VMOVDQU Y0, 128(SP)
+	VMOVDQU Y0, 160(SP)
+	VMOVDQU Y0, 192(SP)
+	VMOVDQU Y0, 224(SP)
+	VZEROUPPER
+	RET
+
+// func cpuid(leaf uint32, sub uint32) (eax uint32, ebx uint32, ecx uint32, edx uint32)
+// Requires: CPUID
+TEXT ·cpuid(SB), NOSPLIT, $0-24
+	MOVL leaf+0(FP), AX
+	MOVL sub+4(FP), CX
+	CPUID
+	MOVL AX, eax+8(FP)
+	MOVL BX, ebx+12(FP)
+	MOVL CX, ecx+16(FP)
+	MOVL DX, edx+20(FP)
 	RET

@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	. "github.com/mmcloughlin/avo/build"
+	"github.com/mmcloughlin/avo/ir"
 	. "github.com/mmcloughlin/avo/operand"
 	. "github.com/mmcloughlin/avo/reg"
 )
@@ -24,8 +25,20 @@ func main() {
 	DATA(8, U32(1))
 	DATA(12, U32(0))
 
+	// poly holds, in each 128-bit lane, the reduction polynomial's low part
+	// 0x87: the bits shifted out of a lane's top, carry-less multiplied by
+	// it, is what multiplying by a power of α folds back in.
+	poly := GLOBL("xtsPoly", RODATA|NOPTR)
+	for lane := range 2 {
+		DATA(16*lane, U64(0x87))
+		DATA(16*lane+8, U64(0))
+	}
+
 	aesniKernel("xtsEncryptAESNI", false, alpha)
 	aesniKernel("xtsDecryptAESNI", true, alpha)
+	vaesKernel("xtsEncryptVAES", false, alpha, poly)
+	vaesKernel("xtsDecryptVAES", true, alpha, poly)
+	cpuid()
 	Generate()
 }
 
@@ -124,5 +137,129 @@ func aesniKernel(name string, decrypt bool, alpha Mem) {
 	for i := range 8 {
 		MOVOU(X0, saved.Offset(16*i))
 	}
+	RET()
+}
+
+// raw emits an instruction avo v0.5.0 has no form for (the ZMM forms of the
+// VAES and VPCLMULQDQ instructions); the Go assembler checks and encodes it.
+// Only physical registers are used with it.
+func raw(opcode string, ops ...Op) {
+	Instruction(&ir.Instruction{Opcode: opcode, Operands: ops, Inputs: ops, Outputs: ops[len(ops)-1:]})
+}
+
+// cpuid emits a CPUID wrapper: x/sys/cpu reports VAES and VPCLMULQDQ only
+// together with AVX-512, and the YMM kernel needs neither.
+func cpuid() {
+	TEXT("cpuid", NOSPLIT, "func(leaf, sub uint32) (eax, ebx, ecx, edx uint32)")
+	Doc("cpuid runs CPUID with EAX=leaf, ECX=sub.")
+	Load(Param("leaf"), EAX)
+	Load(Param("sub"), ECX)
+	CPUID()
+	Store(EAX, Return("eax"))
+	Store(EBX, Return("ebx"))
+	Store(ECX, Return("ecx"))
+	Store(EDX, Return("edx"))
+	RET()
+}
+
+// vaesKernel emits an AVX2 + VAES + VPCLMULQDQ XTS kernel on YMM registers:
+// 16 blocks (eight registers of two blocks) at a time, tweaks advanced two
+// blocks at a time with a carry-less multiplication and kept on the stack
+// for the final XOR. blocks (per sector) must be a positive multiple of 16.
+//
+// Registers: Y0–Y7 data, Y8 the round key (broadcast from the schedule
+// each round), Y9 the running tweak pair, Y10–Y11 scratch, Y12 the
+// reduction constant.
+func vaesKernel(name string, decrypt bool, alpha, poly Mem) {
+	TEXT(name, NOSPLIT, "func(rk *byte, rounds int, dst, src, tweaks *byte, sectors, blocks int)")
+	Pragma("noescape")
+	dir := "encrypts"
+	round, last := "VAESENC", "VAESENCLAST"
+	if decrypt {
+		dir = "decrypts"
+		round, last = "VAESDEC", "VAESDECLAST"
+	}
+	Doc(fmt.Sprintf("%s %s sectors whole XTS sectors of blocks 16-byte blocks each with VAES on YMM registers.", name, dir))
+
+	rk := Load(Param("rk"), GP64())
+	rounds := Load(Param("rounds"), GP64())
+	dst := Load(Param("dst"), GP64())
+	src := Load(Param("src"), GP64())
+	tw := Load(Param("tweaks"), GP64())
+	sectors := Load(Param("sectors"), GP64())
+	blocks := Load(Param("blocks"), GP64())
+	groups := GP64()
+	k := GP64()
+	r := GP64()
+	saved := AllocLocal(8 * 32)
+
+	data := []VecPhysical{Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7}
+	key, t, a, b, c := Y8, Y9, Y10, Y11, Y12
+
+	VMOVDQU(poly, c)
+	SHRQ(U8(4), blocks)
+
+	Label(name + "_sector")
+	TESTQ(sectors, sectors)
+	JZ(LabelRef(name + "_done"))
+	Comment("Y9 = the sector's first two tweaks T, Tα.")
+	VMOVDQU(Mem{Base: tw}, X9)
+	VPSHUFD(U8(0x13), X9, X10)
+	VPSRAD(U8(31), X10, X10)
+	VPAND(alpha, X10, X10)
+	VPADDQ(X9, X9, X11)
+	VPXOR(X10, X11, X11)
+	VINSERTI128(U8(1), X11, Y9, Y9)
+	MOVQ(blocks, groups)
+
+	Label(name + "_group")
+	VBROADCASTI128(Mem{Base: rk}, key)
+	for i, x := range data {
+		VMOVDQU(t, saved.Offset(32*i))
+		VPXOR(Mem{Base: src, Disp: 32 * i}, t, x)
+		VPXOR(key, x, x)
+		Comment("t *= α² in each lane")
+		VPSRLQ(U8(62), t, a)
+		raw("VPCLMULQDQ", U8(0x01), c, a, b)
+		VPSLLDQ(U8(8), a, a)
+		VPSLLQ(U8(2), t, t)
+		VPXOR(a, t, t)
+		VPXOR(b, t, t)
+	}
+	LEAQ(Mem{Base: rk, Disp: 16}, k)
+	MOVQ(rounds, r)
+	DECQ(r)
+	Label(name + "_round")
+	VBROADCASTI128(Mem{Base: k}, key)
+	for _, x := range data {
+		raw(round, key, x, x)
+	}
+	ADDQ(U8(16), k)
+	DECQ(r)
+	JNZ(LabelRef(name + "_round"))
+	VBROADCASTI128(Mem{Base: k}, key)
+	for i, x := range data {
+		raw(last, key, x, x)
+		VPXOR(saved.Offset(32*i), x, x)
+		VMOVDQU(x, Mem{Base: dst, Disp: 32 * i})
+	}
+	ADDQ(U32(256), src)
+	ADDQ(U32(256), dst)
+	DECQ(groups)
+	JNZ(LabelRef(name + "_group"))
+
+	ADDQ(U8(16), tw)
+	DECQ(sectors)
+	JMP(LabelRef(name + "_sector"))
+
+	Label(name + "_done")
+	Comment("Leave no round key or tweak in a register or on the stack.")
+	for _, x := range []VecPhysical{Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7, Y8, Y9, Y10, Y11} {
+		VPXOR(x, x, x)
+	}
+	for i := range 8 {
+		VMOVDQU(Y0, saved.Offset(32*i))
+	}
+	VZEROUPPER()
 	RET()
 }
