@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 
 	"github.com/volcrypt/volcrypt/crypt"
 	"github.com/volcrypt/volcrypt/header"
@@ -271,8 +272,30 @@ func resumeShiftJob(f *os.File, h *header.Header, passphrase []byte) (*shiftJob,
 	case s0 != nil && s0.Type == header.SegmentCrypt && s0.Size.Dynamic:
 		j.next = -1
 	default:
-		j.close()
-		return nil, fmt.Errorf("%w: no hotzone in the reencryption segments", ErrNotInReencryption)
+		// A clean state (cryptsetup writes one before its first hotzone):
+		// the encrypted data starts at the first crypt segment in use.
+		enc := j.size
+		for id := range len(h.Meta.Segments) {
+			s, ok := h.Meta.Segments[id]
+			if !ok || slices.ContainsFunc(s.Flags, isBackupFlag) {
+				break
+			}
+			if s.Type == header.SegmentCrypt && s.IVTweak != nil {
+				enc = int64(*s.IVTweak) * 512
+				break
+			}
+		}
+		if enc <= 0 || enc > j.size {
+			j.close()
+			return nil, fmt.Errorf("%w: no hotzone in the reencryption segments", ErrNotInReencryption)
+		}
+		j.next = (enc - 1) / j.shift * j.shift
+		j.hotzone = enc - j.next
+		j.setSegments(j.next)
+		if err := h.Write(f); err != nil {
+			j.close()
+			return nil, err
+		}
 	}
 	return j, nil
 }
@@ -469,6 +492,10 @@ func ext4Size(r io.ReaderAt) (int64, bool, error) {
 		return 0, false, nil
 	}
 	return int64(blocks) << (10 + logBlock), true, nil
+}
+
+func isBackupFlag(f string) bool {
+	return f == header.FlagBackupPrevious || f == header.FlagBackupFinal || f == header.FlagBackupMoved
 }
 
 // ReencryptionMode returns the mode (header.ReencryptEncrypt, …) of the

@@ -285,31 +285,17 @@ func TestEncryptResumeAcrossTools(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			img, plain := fsImage(t, dev, fs, 4)
-			full := timeChild(t, img, tc.start)
 			orig, err := os.ReadFile(img)
 			require.NoError(t, err)
-			// Kill somewhere in the middle: after the header exists, before
-			// the end; retry a few moments until one lands mid-run.
+			// Kill once the reencryption metadata is on disk, a little
+			// later each try, until one lands mid-run.
 			interrupted := false
-			for _, frac := range []float64{0.5, 0.35, 0.65, 0.45, 0.55, 0.3, 0.7, 0.4, 0.6} {
+			for try := range 8 {
 				require.NoError(t, os.WriteFile(img, orig, 0o600))
-				if !runAndKill(t, tc.start(img), time.Duration(frac*float64(full))) {
-					continue
+				if killMidRun(t, tc.start(img), img, time.Duration(try)*20*time.Millisecond) {
+					interrupted = true
+					break
 				}
-				h, err := readHeader(img)
-				if err == nil {
-					t.Logf("kill at %.2f: damaged %v", frac, h.Damaged)
-				}
-				if err != nil || len(h.Damaged) > 0 {
-					// Killed before the header was written, or between
-					// its two copies: cryptsetup does not resume that.
-					continue
-				}
-				if _, k := h.Meta.ReencryptKeyslot(); k == nil {
-					continue
-				}
-				interrupted = true
-				break
 			}
 			require.True(t, interrupted, "no kill landed mid-run")
 			tc.resume(t, img)
@@ -327,4 +313,41 @@ func readHeader(path string) (*header.Header, error) {
 	}
 	defer f.Close()
 	return header.Read(f)
+}
+
+// killMidRun starts cmd, waits until img carries reencryption metadata in
+// both header copies, waits delay more and kills cmd with SIGKILL. It
+// reports whether the reencryption was left unfinished.
+func killMidRun(t *testing.T, cmd *exec.Cmd, img string, delay time.Duration) bool {
+	t.Helper()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	require.NoError(t, cmd.Start())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	midRun := func() bool {
+		h, err := readHeader(img)
+		if err != nil || len(h.Damaged) > 0 {
+			return false
+		}
+		_, k := h.Meta.ReencryptKeyslot()
+		return k != nil
+	}
+	for !midRun() {
+		select {
+		case err := <-done:
+			require.NoError(t, err, "%s", out.String())
+			return false
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	select {
+	case err := <-done:
+		require.NoError(t, err, "%s", out.String())
+		return false
+	case <-time.After(delay):
+	}
+	require.NoError(t, cmd.Process.Kill())
+	<-done
+	return midRun()
 }
