@@ -352,3 +352,42 @@ func TestUserspaceKeyNotInArgvOrEnv(t *testing.T) {
 		require.False(t, bytes.Contains(b, raw))
 	}
 }
+
+// attachLoop attaches file to a free loop device (read-only with -r in
+// extra) and detaches it at the end of the test unless done before.
+func attachLoop(t *testing.T, file string, extra ...string) string {
+	t.Helper()
+	out, err := exec.Command("losetup", append(append([]string{"-f", "--show"}, extra...), file)...).CombinedOutput()
+	require.NoError(t, err, "losetup: %s", out)
+	dev := string(bytes.TrimSpace(out))
+	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
+	return dev
+}
+
+// TestVMUserspaceCryptsetup: files written through open --userspace read
+// back through the kernel's dm-crypt (cryptsetup open), and the other way.
+func TestVMUserspaceCryptsetup(t *testing.T) {
+	inVM(t)
+	needLoop(t)
+	cryptsetupBin(t)
+	img, kf := usVolume(t, 64<<20)
+
+	mp, st := serveVolume(t, "", "--key-file", kf, img)
+	dev := attachLoop(t, st.File)
+	sums := writeFiles(t, dev)
+	sh(t, `losetup -d "$1"`, dev)
+	mustRun(t, "", "close", mp)
+	serverGone(t, st)
+
+	mustCryptsetup(t, "open", "--key-file", kf, img, "usvm")
+	t.Cleanup(func() { _, _ = cryptsetup(t, "close", "usvm") })
+	checkFiles(t, "/dev/mapper/usvm", sums)
+	sums = writeFiles(t, "/dev/mapper/usvm")
+	mustCryptsetup(t, "close", "usvm")
+
+	mp, st = serveVolume(t, "", "--read-only", "--key-file", kf, img)
+	dev = attachLoop(t, st.File, "-r")
+	checkFiles(t, dev, sums)
+	sh(t, `losetup -d "$1"`, dev)
+	mustRun(t, "", "close", mp)
+}
