@@ -29,11 +29,12 @@ func (a *app) openCommand() *cobra.Command {
 An image file is attached to a loop device, which goes away when the mapping is closed.
 With --userspace (no device-mapper needed), NAME is an existing directory: a background volcrypt
 process serves the plaintext there as the file NAME/volume through FUSE, to attach with losetup
-and mount like a disk image; 'volcrypt close NAME' unmounts it and stops the server.`,
+(-b with the volume's sector size, as dm-crypt would show it) and mount like a disk image;
+'volcrypt close NAME' unmounts it and stops the server.`,
 		Example: `  volcrypt open disk.img data
   volcrypt open --key-file key.bin --allow-discards /dev/sdb1 backup
   volcrypt open --test --key-file key.bin disk.img
-  volcrypt open --userspace disk.img /mnt/vol && losetup -f --show /mnt/vol/volume`,
+  volcrypt open --userspace disk.img /mnt/vol && losetup -b 4096 -f --show /mnt/vol/volume`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !test && len(args) != 2 {

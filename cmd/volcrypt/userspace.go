@@ -137,8 +137,12 @@ func (a *app) openUserspace(cmd *cobra.Command, v *volume.Volume, key *secret.Bu
 	if a.json {
 		return a.printJSON(st)
 	}
-	fmt.Fprintf(a.stderr, "%s is served as %s (%d bytes, %s); close it with: volcrypt close %s\n",
-		v.Path, st.File, st.SizeSectors*512, st.Mode, mp)
+	ro := ""
+	if readOnly {
+		ro = "-r "
+	}
+	fmt.Fprintf(a.stderr, "%s is served as %s (%d bytes, %s).\nAttach it with: losetup %s-b %d -f --show %s\nClose it with:  volcrypt close %s\n",
+		v.Path, st.File, st.SizeSectors*512, st.Mode, ro, st.SectorSize, st.File, mp)
 	return nil
 }
 

@@ -128,9 +128,8 @@ func TestUserspaceFileSystem(t *testing.T) {
 	require.True(t, js.Running)
 
 	fsDir := t.TempDir()
-	loopDev := sh(t, `mkfs.ext4 -q -F "$1" && losetup -f --show "$1"`, file)
-	loopDev = loopDev[:len(loopDev)-1]
-	t.Cleanup(func() { _ = exec.Command("losetup", "-d", loopDev).Run() })
+	loopDev := attachLoop(t, st)
+	sh(t, `mkfs.ext4 -q -F "$1"`, loopDev)
 	sh(t, `mount "$1" "$2" && for i in 1 2 3; do head -c $((i*300000)) /dev/urandom > "$2/f$i"; done && echo userspace-marker > "$2/hello" && sync`, loopDev, fsDir)
 	sums := sh(t, `cd "$1" && sha256sum f1 f2 f3 hello`, fsDir)
 
@@ -148,8 +147,7 @@ func TestUserspaceFileSystem(t *testing.T) {
 	require.Equal(t, "readonly", st.Mode)
 	_, err = os.OpenFile(st.File, os.O_WRONLY, 0)
 	require.ErrorIs(t, err, syscall.EROFS)
-	loopDev = sh(t, `losetup -r -f --show "$1"`, st.File)
-	loopDev = loopDev[:len(loopDev)-1]
+	loopDev = attachLoop(t, st, "-r")
 	got := sh(t, `mount -o ro "$1" "$2" && cd "$2" && sha256sum f1 f2 f3 hello`, loopDev, fsDir)
 	require.Equal(t, sums, got)
 	sh(t, `umount "$1" && losetup -d "$2"`, fsDir, loopDev)
@@ -353,11 +351,13 @@ func TestUserspaceKeyNotInArgvOrEnv(t *testing.T) {
 	}
 }
 
-// attachLoop attaches file to a free loop device (read-only with -r in
-// extra) and detaches it at the end of the test unless done before.
-func attachLoop(t *testing.T, file string, extra ...string) string {
+// attachLoop attaches the served file to a free loop device with the
+// volume's sector size, as a dm-crypt mapping would have (read-only with -r
+// in extra), and detaches it at the end of the test unless done before.
+func attachLoop(t *testing.T, st userspaceStatus, extra ...string) string {
 	t.Helper()
-	out, err := exec.Command("losetup", append(append([]string{"-f", "--show"}, extra...), file)...).CombinedOutput()
+	args := append([]string{"-f", "--show", "-b", strconv.Itoa(st.SectorSize)}, extra...)
+	out, err := exec.Command("losetup", append(args, st.File)...).CombinedOutput()
 	require.NoError(t, err, "losetup: %s", out)
 	dev := string(bytes.TrimSpace(out))
 	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
@@ -373,7 +373,7 @@ func TestVMUserspaceCryptsetup(t *testing.T) {
 	img, kf := usVolume(t, 64<<20)
 
 	mp, st := serveVolume(t, "", "--key-file", kf, img)
-	dev := attachLoop(t, st.File)
+	dev := attachLoop(t, st)
 	sums := writeFiles(t, dev)
 	sh(t, `losetup -d "$1"`, dev)
 	mustRun(t, "", "close", mp)
@@ -386,7 +386,7 @@ func TestVMUserspaceCryptsetup(t *testing.T) {
 	mustCryptsetup(t, "close", "usvm")
 
 	mp, st = serveVolume(t, "", "--read-only", "--key-file", kf, img)
-	dev = attachLoop(t, st.File, "-r")
+	dev = attachLoop(t, st, "-r")
 	checkFiles(t, dev, sums)
 	sh(t, `losetup -d "$1"`, dev)
 	mustRun(t, "", "close", mp)
