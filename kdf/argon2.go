@@ -188,7 +188,8 @@ type argon2Instance struct {
 // fillSegment computes one segment (RFC 9106 section 3.4).
 func (a *argon2Instance) fillSegment(pass, lane, slice uint32) {
 	independent := a.typ == argon2TypeI || (a.typ == argon2TypeID && pass == 0 && slice < argon2SyncPoints/2)
-	var addr, input, zero argon2Block
+	var addr, input, zero, tmp argon2Block
+	defer clear(tmp[:])
 	if independent {
 		input[0] = uint64(pass)
 		input[1] = uint64(lane)
@@ -199,8 +200,8 @@ func (a *argon2Instance) fillSegment(pass, lane, slice uint32) {
 	}
 	nextAddresses := func() {
 		input[6]++
-		compress(&addr, &zero, &input, false)
-		compress(&addr, &zero, &addr, false)
+		compress(&addr, &zero, &input, &tmp, false)
+		compress(&addr, &zero, &addr, &tmp, false)
 	}
 	start := uint32(0)
 	if pass == 0 && slice == 0 {
@@ -229,7 +230,7 @@ func (a *argon2Instance) fillSegment(pass, lane, slice uint32) {
 			refLane = lane
 		}
 		ref := a.refIndex(pass, slice, i, uint32(rnd), refLane == lane)
-		compress(&a.mem[cur], &a.mem[prev], &a.mem[refLane*a.laneLen+ref], pass > 0)
+		compress(&a.mem[cur], &a.mem[prev], &a.mem[refLane*a.laneLen+ref], &tmp, pass > 0)
 	}
 	if independent {
 		clear(addr[:])
@@ -270,28 +271,28 @@ func (a *argon2Instance) refIndex(pass, slice, index, rnd uint32, sameLane bool)
 }
 
 // compress sets out to G(x, y) (RFC 9106 section 3.5), XOR-ed with out's
-// previous contents if xor is set. out may be x or y.
-func compress(out, x, y *argon2Block, xor bool) {
-	var r, t argon2Block
-	for i := range r {
-		r[i] = x[i] ^ y[i]
+// previous contents if xor is set. out may be x or y; tmp is scratch the
+// caller wipes. It is the fastest implementation this CPU runs;
+// architecture files replace it.
+var compress = compressGeneric
+
+// compressGeneric is compress in portable Go.
+func compressGeneric(out, x, y, tmp *argon2Block, xor bool) {
+	for i := range tmp {
+		tmp[i] = x[i] ^ y[i]
 	}
-	t = r
-	blamkaRounds(&t)
 	if xor {
 		for i := range out {
-			out[i] ^= t[i] ^ r[i]
+			out[i] ^= tmp[i]
 		}
 	} else {
-		for i := range out {
-			out[i] = t[i] ^ r[i]
-		}
+		*out = *tmp
+	}
+	blamkaRoundsGeneric(tmp)
+	for i := range out {
+		out[i] ^= tmp[i]
 	}
 }
-
-// blamkaRounds is the fastest implementation of the rows-then-columns
-// permutation this CPU runs; architecture files replace it.
-var blamkaRounds = blamkaRoundsGeneric
 
 // blamkaRoundsGeneric applies the permutation P to the eight rows, then to
 // the eight columns, of a block seen as an 8×8 matrix of 16-byte registers.

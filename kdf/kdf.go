@@ -12,8 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-
-	"golang.org/x/crypto/argon2"
 )
 
 // Algorithm names, spelled as LUKS2 headers and cryptsetup spell them.
@@ -140,8 +138,10 @@ func (p Params) Validate() error {
 // invalid parameters (ErrInvalidParams) but does not apply Limits: call
 // p.Check first for parameters read from a header.
 //
-// Neither x/crypto's Argon2 nor the standard library's PBKDF2 lets its
-// internal state be wiped; that memory is left to the garbage collector.
+// Argon2 runs on this package's own implementation (argon2.go), whose
+// memory is unmapped when the key is out; the standard library's PBKDF2
+// does not let its internal state be wiped, which is left to the garbage
+// collector.
 func Derive(p Params, passphrase, salt []byte, keyLen int) ([]byte, error) {
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("derive key: %w", err)
@@ -171,10 +171,14 @@ func Derive(p Params, passphrase, salt []byte, keyLen int) ([]byte, error) {
 			return nil, fmt.Errorf("derive key: %w: %s key length %d, need at least %d",
 				ErrInvalidParams, p.Algorithm, keyLen, minArgon2KeyLen)
 		}
-		threads := uint8(p.Threads) // ≤ 255 checked by Validate
+		typ := argon2TypeID
 		if p.Algorithm == Argon2i {
-			return argon2.Key(passphrase, salt, p.Time, p.MemoryKiB, threads, uint32(keyLen)), nil
+			typ = argon2TypeI
 		}
-		return argon2.IDKey(passphrase, salt, p.Time, p.MemoryKiB, threads, uint32(keyLen)), nil
+		key, err := argon2Key(typ, passphrase, salt, p.Time, p.MemoryKiB, p.Threads, uint32(keyLen))
+		if err != nil {
+			return nil, fmt.Errorf("derive key: %w", err)
+		}
+		return key, nil
 	}
 }
