@@ -276,6 +276,11 @@ func (a *argon2Instance) refIndex(pass, slice, index, rnd uint32, sameLane bool)
 // architecture files replace it.
 var compress = compressGeneric
 
+// argon2Vector reports whether compress is a vector kernel. Derive uses
+// this implementation only then: portable Go is slower than x/crypto's
+// SSE code.
+var argon2Vector bool
+
 // compressGeneric is compress in portable Go.
 func compressGeneric(out, x, y, tmp *argon2Block, xor bool) {
 	for i := range tmp {

@@ -8,6 +8,7 @@ import "golang.org/x/sys/cpu"
 
 func init() {
 	if cpu.X86.HasAVX2 {
+		argon2Vector = true
 		compress = func(out, x, y, tmp *argon2Block, xor bool) {
 			compressAVX2((*[argon2Words]uint64)(out), (*[argon2Words]uint64)(x), (*[argon2Words]uint64)(y), (*[argon2Words]uint64)(tmp), xor)
 		}

@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	"golang.org/x/crypto/argon2"
 )
 
 // Algorithm names, spelled as LUKS2 headers and cryptsetup spell them.
@@ -139,9 +141,10 @@ func (p Params) Validate() error {
 // p.Check first for parameters read from a header.
 //
 // Argon2 runs on this package's own implementation (argon2.go), whose
-// memory is unmapped when the key is out; the standard library's PBKDF2
-// does not let its internal state be wiped, which is left to the garbage
-// collector.
+// memory is unmapped when the key is out, where it has a vector kernel for
+// the CPU, and on golang.org/x/crypto/argon2 elsewhere. x/crypto's Argon2
+// and the standard library's PBKDF2 do not let their internal state be
+// wiped; that memory is left to the garbage collector.
 func Derive(p Params, passphrase, salt []byte, keyLen int) ([]byte, error) {
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("derive key: %w", err)
@@ -174,6 +177,13 @@ func Derive(p Params, passphrase, salt []byte, keyLen int) ([]byte, error) {
 		typ := argon2TypeID
 		if p.Algorithm == Argon2i {
 			typ = argon2TypeI
+		}
+		if !argon2Vector {
+			// Without a vector kernel, x/crypto's SSE code is faster.
+			if typ == argon2TypeI {
+				return argon2.Key(passphrase, salt, p.Time, p.MemoryKiB, uint8(p.Threads), uint32(keyLen)), nil
+			}
+			return argon2.IDKey(passphrase, salt, p.Time, p.MemoryKiB, uint8(p.Threads), uint32(keyLen)), nil
 		}
 		key, err := argon2Key(typ, passphrase, salt, p.Time, p.MemoryKiB, p.Threads, uint32(keyLen))
 		if err != nil {
