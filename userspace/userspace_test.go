@@ -2,6 +2,7 @@ package userspace_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -56,6 +57,13 @@ func newEngine(t testing.TB, size int64) *engine {
 	return &engine{Segment: crypt.NewSegment(f, c, dataOffset, size, 0), file: f}
 }
 
+// fill fills b with pseudo-random bytes from seed.
+func fill(b []byte, seed uint64) {
+	var k [32]byte
+	binary.LittleEndian.PutUint64(k[:], seed)
+	_, _ = rand.NewChaCha8(k).Read(b)
+}
+
 func (e *engine) sync() error { e.syncs.Add(1); return e.file.Sync() }
 
 func serve(t testing.TB, dev userspace.Device, o userspace.Options) *userspace.Mount {
@@ -104,9 +112,7 @@ func TestServeRandomIO(t *testing.T) {
 			n = min(n, int(size-off))
 		}
 		buf := make([]byte, n)
-		for j := range buf {
-			buf[j] = byte(rng.Uint32())
-		}
+		fill(buf, rng.Uint64())
 		if rng.IntN(2) == 0 {
 			w, err := f.WriteAt(buf, off)
 			require.NoError(t, err)
@@ -224,10 +230,7 @@ func TestServeConcurrentReaders(t *testing.T) {
 	const size = 4 << 20
 	e := newEngine(t, size)
 	want := make([]byte, size)
-	rng := rand.New(rand.NewPCG(3, 4))
-	for i := range want {
-		want[i] = byte(rng.Uint32())
-	}
+	fill(want, 3)
 	_, err := e.WriteAt(want, 0)
 	require.NoError(t, err)
 	m := serve(t, e, userspace.Options{})
