@@ -150,8 +150,10 @@ func newWithKernel(spec string, key []byte, sectorSize int, kernel *xtsKernel) (
 	c.xtsKey.data = c.data
 	if c.engine == engineXTS {
 		c.xtsKey.kernel = kernel
+		c.xtsKey.tweak = c.tweak
 		if c.xtsKey.kernel.schedule {
 			c.xtsKey.sched.expand(key[:len(key)/2])
+			c.xtsKey.tweakSched.expand(key[len(key)/2:])
 		}
 	}
 	return c, nil

@@ -10,13 +10,23 @@ package crypt
 // disjoint.
 type xtsKernel struct {
 	name     string
-	schedule bool // whether the kernel reads xtsKey.sched
+	schedule bool // whether the kernel reads xtsKey.sched and xtsKey.tweakSched
 	encrypt  func(k *xtsKey, dst, src, first []byte, sectorSize int, table []byte)
 	decrypt  func(k *xtsKey, dst, src, first []byte, sectorSize int, table []byte)
+	// tweaks encrypts the sectors' IVs in ivs (16 bytes each) in place with
+	// the tweak key, into their initial tweaks.
+	tweaks func(k *xtsKey, ivs []byte)
 }
 
 // kernelGo is the batched pure-Go kernel: it runs everywhere.
-var kernelGo = &xtsKernel{name: "go", encrypt: xtsEncryptSectors, decrypt: xtsDecryptSectors}
+var kernelGo = &xtsKernel{name: "go", encrypt: xtsEncryptSectors, decrypt: xtsDecryptSectors, tweaks: encryptTweaksGo}
+
+// encryptTweaksGo encrypts each 16-byte IV with crypto/aes.
+func encryptTweaksGo(k *xtsKey, ivs []byte) {
+	for o := 0; o+blockSize <= len(ivs); o += blockSize {
+		k.tweak.Encrypt(ivs[o:o+blockSize], ivs[o:o+blockSize])
+	}
+}
 
 // xtsKernels lists the kernels this CPU can run, fastest first; the last is
 // kernelGo. Architecture files prepend theirs in init.

@@ -6,12 +6,12 @@ import "golang.org/x/sys/cpu"
 
 // kernelAESNI runs eight blocks at a time with the AES-NI instructions and
 // advances tweaks in SSE registers: it needs nothing newer than Westmere.
-var kernelAESNI = &xtsKernel{name: "aesni", schedule: true, encrypt: aesniEncrypt, decrypt: aesniDecrypt}
+var kernelAESNI = &xtsKernel{name: "aesni", schedule: true, encrypt: aesniEncrypt, decrypt: aesniDecrypt, tweaks: aesniTweaks}
 
 // kernelVAES runs 16 blocks at a time with VAES on YMM registers and
 // advances tweaks with VPCLMULQDQ: AVX2 CPUs with VAES (Intel Ice Lake and
 // later, AMD Zen 3 and later).
-var kernelVAES = &xtsKernel{name: "vaes", schedule: true, encrypt: vaesEncrypt, decrypt: vaesDecrypt}
+var kernelVAES = &xtsKernel{name: "vaes", schedule: true, encrypt: vaesEncrypt, decrypt: vaesDecrypt, tweaks: aesniTweaks}
 
 // hasVAES reports whether CPUID leaf 7 lists VAES and VPCLMULQDQ. x/sys/cpu
 // reports them only together with AVX-512; HasAVX2 says the OS saves YMM
@@ -49,6 +49,13 @@ func vaesDecrypt(k *xtsKey, dst, src, first []byte, sectorSize int, _ []byte) {
 	}
 	_, _ = dst[len(src)-1], first[n*blockSize-1]
 	xtsDecryptVAES(&k.sched.dec[0], k.sched.rounds, &dst[0], &src[0], &first[0], n, sectorSize/blockSize)
+}
+
+// aesniTweaks encrypts the IVs four at a time with AES-NI.
+func aesniTweaks(k *xtsKey, ivs []byte) {
+	if n := len(ivs) / blockSize; n > 0 {
+		ecbEncryptAESNI(&k.tweakSched.enc[0], k.tweakSched.rounds, &ivs[0], n)
+	}
 }
 
 func aesniEncrypt(k *xtsKey, dst, src, first []byte, sectorSize int, _ []byte) {

@@ -96,8 +96,11 @@ func TestScheduleWiped(t *testing.T) {
 	c, err := newWithKernel("aes-xts-plain64", key, 512, kernelGo)
 	require.NoError(t, err)
 	c.xtsKey.sched.expand(key[:32])
+	c.xtsKey.tweakSched.expand(key[32:])
 	k := &c.xtsKey
 	require.NotEqual(t, aesSchedule{}, k.sched)
+	require.NotEqual(t, aesSchedule{}, k.tweakSched)
 	c.Wipe()
 	require.Equal(t, aesSchedule{}, k.sched)
+	require.Equal(t, aesSchedule{}, k.tweakSched)
 }

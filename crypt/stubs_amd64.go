@@ -26,3 +26,8 @@ func xtsDecryptVAES(rk *byte, rounds int, dst *byte, src *byte, tweaks *byte, se
 
 // cpuid runs CPUID with EAX=leaf, ECX=sub.
 func cpuid(leaf uint32, sub uint32) (eax uint32, ebx uint32, ecx uint32, edx uint32)
+
+// ecbEncryptAESNI encrypts n 16-byte blocks at buf in place with AES-NI.
+//
+//go:noescape
+func ecbEncryptAESNI(rk *byte, rounds int, buf *byte, n int)

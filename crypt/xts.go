@@ -44,11 +44,10 @@ func (c *Cipher) xts(dst, src []byte, iv uint64, decrypt bool) {
 		n := (end - off) / ss
 		first := s.first[:n*blockSize]
 		for i := 0; i < n; i++ {
-			t := first[i*blockSize : (i+1)*blockSize]
-			c.sectorIV(&s.iv, iv)
-			c.tweak.Encrypt(t, s.iv[:])
+			c.sectorIV((*[blockSize]byte)(first[i*blockSize:]), iv)
 			iv += step
 		}
+		c.xtsKey.kernel.tweaks(&c.xtsKey, first)
 		if decrypt {
 			c.xtsKey.kernel.decrypt(&c.xtsKey, dst[off:end], src[off:end], first, ss, s.tweaks[:])
 		} else {
@@ -59,9 +58,11 @@ func (c *Cipher) xts(dst, src []byte, iv uint64, decrypt bool) {
 
 // xtsKey holds what the XTS sector functions need.
 type xtsKey struct {
-	kernel *xtsKernel
-	data   cipher.Block // first half of the key: encrypts the data
-	sched  aesSchedule  // the same key expanded for assembly kernels (crypto/aes does not expose its own)
+	kernel     *xtsKernel
+	data       cipher.Block // first half of the key: encrypts the data
+	tweak      cipher.Block // second half: encrypts the IVs into tweaks
+	sched      aesSchedule  // data key expanded for assembly kernels (crypto/aes does not expose its own)
+	tweakSched aesSchedule  // tweak key expanded likewise
 }
 
 // xtsEncryptSectors encrypts len(src)/sectorSize whole sectors with the data

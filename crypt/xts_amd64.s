@@ -761,3 +761,80 @@ TEXT ·cpuid(SB), NOSPLIT, $0-24
 	MOVL CX, ecx+16(FP)
 	MOVL DX, edx+20(FP)
 	RET
+
+// func ecbEncryptAESNI(rk *byte, rounds int, buf *byte, n int)
+// Requires: AES, SSE2
+TEXT ·ecbEncryptAESNI(SB), NOSPLIT, $0-32
+	MOVQ rk+0(FP), AX
+	MOVQ rounds+8(FP), CX
+	MOVQ buf+16(FP), DX
+	MOVQ n+24(FP), BX
+
+ecb_four:
+	CMPQ  BX, $0x04
+	JB    ecb_one
+	MOVOU (AX), X8
+	MOVOU (DX), X0
+	PXOR  X8, X0
+	MOVOU 16(DX), X1
+	PXOR  X8, X1
+	MOVOU 32(DX), X2
+	PXOR  X8, X2
+	MOVOU 48(DX), X3
+	PXOR  X8, X3
+	LEAQ  16(AX), SI
+	MOVQ  CX, DI
+	DECQ  DI
+
+ecb_round4:
+	MOVOU      (SI), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	ADDQ       $0x10, SI
+	DECQ       DI
+	JNZ        ecb_round4
+	MOVOU      (SI), X8
+	AESENCLAST X8, X0
+	MOVOU      X0, (DX)
+	AESENCLAST X8, X1
+	MOVOU      X1, 16(DX)
+	AESENCLAST X8, X2
+	MOVOU      X2, 32(DX)
+	AESENCLAST X8, X3
+	MOVOU      X3, 48(DX)
+	ADDQ       $0x40, DX
+	SUBQ       $0x04, BX
+	JMP        ecb_four
+
+ecb_one:
+	TESTQ BX, BX
+	JZ    ecb_done
+	MOVOU (AX), X8
+	MOVOU (DX), X0
+	PXOR  X8, X0
+	LEAQ  16(AX), SI
+	MOVQ  CX, DI
+	DECQ  DI
+
+ecb_round1:
+	MOVOU      (SI), X8
+	AESENC     X8, X0
+	ADDQ       $0x10, SI
+	DECQ       DI
+	JNZ        ecb_round1
+	MOVOU      (SI), X8
+	AESENCLAST X8, X0
+	MOVOU      X0, (DX)
+	ADDQ       $0x10, DX
+	DECQ       BX
+	JMP        ecb_one
+
+ecb_done:
+	PXOR X0, X0
+	PXOR X1, X1
+	PXOR X2, X2
+	PXOR X3, X3
+	PXOR X8, X8
+	RET

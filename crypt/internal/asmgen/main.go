@@ -39,6 +39,7 @@ func main() {
 	vaesKernel("xtsEncryptVAES", false, alpha, poly)
 	vaesKernel("xtsDecryptVAES", true, alpha, poly)
 	cpuid()
+	ecbKernel()
 	Generate()
 }
 
@@ -261,5 +262,61 @@ func vaesKernel(name string, decrypt bool, alpha, poly Mem) {
 		VMOVDQU(Y0, saved.Offset(32*i))
 	}
 	VZEROUPPER()
+	RET()
+}
+
+// ecbKernel emits ecbEncryptAESNI, which encrypts n blocks in place, four
+// at a time while it can: the sectors' IVs, into their initial tweaks.
+func ecbKernel() {
+	TEXT("ecbEncryptAESNI", NOSPLIT, "func(rk *byte, rounds int, buf *byte, n int)")
+	Pragma("noescape")
+	Doc("ecbEncryptAESNI encrypts n 16-byte blocks at buf in place with AES-NI.")
+	rk := Load(Param("rk"), GP64())
+	rounds := Load(Param("rounds"), GP64())
+	buf := Load(Param("buf"), GP64())
+	n := Load(Param("n"), GP64())
+	k := GP64()
+	r := GP64()
+	key := X8
+	emit := func(label string, data []VecPhysical) {
+		MOVOU(Mem{Base: rk}, key)
+		for i, x := range data {
+			MOVOU(Mem{Base: buf, Disp: 16 * i}, x)
+			PXOR(key, x)
+		}
+		LEAQ(Mem{Base: rk, Disp: 16}, k)
+		MOVQ(rounds, r)
+		DECQ(r)
+		Label(label)
+		MOVOU(Mem{Base: k}, key)
+		for _, x := range data {
+			AESENC(key, x)
+		}
+		ADDQ(U8(16), k)
+		DECQ(r)
+		JNZ(LabelRef(label))
+		MOVOU(Mem{Base: k}, key)
+		for i, x := range data {
+			AESENCLAST(key, x)
+			MOVOU(x, Mem{Base: buf, Disp: 16 * i})
+		}
+		ADDQ(U8(uint8(16*len(data))), buf)
+	}
+	Label("ecb_four")
+	CMPQ(n, U8(4))
+	JB(LabelRef("ecb_one"))
+	emit("ecb_round4", []VecPhysical{X0, X1, X2, X3})
+	SUBQ(U8(4), n)
+	JMP(LabelRef("ecb_four"))
+	Label("ecb_one")
+	TESTQ(n, n)
+	JZ(LabelRef("ecb_done"))
+	emit("ecb_round1", []VecPhysical{X0})
+	DECQ(n)
+	JMP(LabelRef("ecb_one"))
+	Label("ecb_done")
+	for _, x := range []VecPhysical{X0, X1, X2, X3, X8} {
+		PXOR(x, x)
+	}
 	RET()
 }
