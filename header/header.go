@@ -34,6 +34,12 @@ type Header struct {
 	// that a repair can rewrite them; empty when both copies were good and
 	// had the same seqid.
 	Damaged []error
+
+	// bad marks the copies (0 primary, 1 secondary) that Read found damaged
+	// or stale; jsonArea is the JSON area of the copy it used, kept so that
+	// Repair rewrites the other copy byte for byte.
+	bad      [2]bool
+	jsonArea []byte
 }
 
 // Read reads the header of a LUKS device. It checks both LUKS2 copies and
@@ -64,18 +70,22 @@ func Read(r io.ReaderAt) (*Header, error) {
 		return nil, errors.Join(perr, serr)
 	case secondary == nil:
 		primary.Damaged = []error{serr}
+		primary.bad[1] = true
 		return primary, nil
 	case primary == nil:
 		secondary.Damaged = []error{perr}
+		secondary.bad[0] = true
 		return secondary, nil
 	}
 	if secondary.SeqID > primary.SeqID {
 		secondary.salts[0] = primary.salts[0]
+		secondary.bad[0] = true
 		secondary.Damaged = []error{&CopyError{Copy: "primary", Offset: 0, Err: fmt.Errorf("stale seqid %d < %d", primary.SeqID, secondary.SeqID)}}
 		return secondary, nil
 	}
 	primary.salts[1] = secondary.salts[1]
 	if secondary.SeqID != primary.SeqID {
+		primary.bad[1] = true
 		primary.Damaged = []error{&CopyError{Copy: "secondary", Offset: primary.Size, Err: fmt.Errorf("stale seqid %d < %d", secondary.SeqID, primary.SeqID)}}
 	}
 	return primary, nil
@@ -156,7 +166,7 @@ func readCopy(r io.ReaderAt, off int64, primary bool, wantSize int64) (*Header, 
 	}
 	h := &Header{
 		Version: 2, UUID: b.UUID, Label: b.Label, Subsystem: b.Subsystem, SeqID: b.SeqID,
-		Size: int64(b.HdrSize), CsumAlg: b.CsumAlg, Meta: meta,
+		Size: int64(b.HdrSize), CsumAlg: b.CsumAlg, Meta: meta, jsonArea: area[BinarySize:],
 	}
 	idx := 1
 	if primary {
@@ -215,6 +225,8 @@ func (h *Header) Write(w io.WriterAt) error {
 	}
 	h.SeqID++
 	h.Damaged = nil
+	h.bad = [2]bool{}
+	h.jsonArea = nil
 	h.released = nil
 	return nil
 }
@@ -256,27 +268,36 @@ func (h *Header) encode(seqid uint64) ([2][]byte, error) {
 				return out, err
 			}
 		}
-		b := binaryHeader{Version: 2, HdrSize: uint64(h.Size), SeqID: seqid, Label: h.Label, CsumAlg: alg,
-			Salt: h.salts[i], UUID: h.UUID, Subsystem: h.Subsystem, HdrOffset: uint64(int64(i) * h.Size)}
-		if i == 0 {
-			copy(b.Magic[:], magicPrimary)
-		} else {
-			copy(b.Magic[:], magicSecondary)
-		}
 		area := make([]byte, h.Size)
-		if err := b.marshal(area); err != nil {
-			return out, err
-		}
 		copy(area[BinarySize:], text)
-		sum, err := computeChecksum(area, alg)
-		if err != nil {
+		if err := h.sealCopy(area, i, seqid, alg); err != nil {
 			return out, err
 		}
-		copy(area[offCsum:], sum)
 		out[i] = area
 	}
 	h.CsumAlg = alg
 	return out, nil
+}
+
+// sealCopy fills in the binary header of copy i (0 primary, 1 secondary)
+// in area, whose JSON area is already in place, and its checksum.
+func (h *Header) sealCopy(area []byte, i int, seqid uint64, alg string) error {
+	b := binaryHeader{Version: 2, HdrSize: uint64(h.Size), SeqID: seqid, Label: h.Label, CsumAlg: alg,
+		Salt: h.salts[i], UUID: h.UUID, Subsystem: h.Subsystem, HdrOffset: uint64(int64(i) * h.Size)}
+	if i == 0 {
+		copy(b.Magic[:], magicPrimary)
+	} else {
+		copy(b.Magic[:], magicSecondary)
+	}
+	if err := b.marshal(area); err != nil {
+		return err
+	}
+	sum, err := computeChecksum(area, alg)
+	if err != nil {
+		return err
+	}
+	copy(area[offCsum:], sum)
+	return nil
 }
 
 // KeyslotsEnd is the offset just past the key-slot area.

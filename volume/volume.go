@@ -42,10 +42,19 @@ type Volume struct {
 	HeaderPath string
 	Header     *header.Header
 
-	hdr    *os.File
+	hdr    device
 	data   *os.File
 	log    *slog.Logger
 	rdonly bool
+}
+
+// device is what a header lives on: the *os.File of a device or image, or
+// in crash tests a fault-injecting stand-in.
+type device interface {
+	io.ReaderAt
+	io.WriterAt
+	Sync() error
+	Close() error
 }
 
 // LoadOptions say how to open a volume.
@@ -107,10 +116,12 @@ func Load(path string, o LoadOptions) (*Volume, error) {
 	v.hdr = v.data
 	if o.HeaderFile != "" {
 		v.HeaderPath = o.HeaderFile
-		if v.hdr, err = openFile(o.HeaderFile, o.ReadOnly); err != nil {
+		f, err := openFile(o.HeaderFile, o.ReadOnly)
+		if err != nil {
 			v.data.Close()
 			return nil, err
 		}
+		v.hdr = f
 	}
 	if err := v.withLock(false, func() error {
 		v.Header, err = header.Read(v.hdr)
@@ -131,7 +142,7 @@ func Load(path string, o LoadOptions) (*Volume, error) {
 // Close releases the volume's files.
 func (v *Volume) Close() error {
 	var err error
-	if v.hdr != nil && v.hdr != v.data {
+	if v.hdr != nil && v.hdr != device(v.data) {
 		err = v.hdr.Close()
 	}
 	if v.data != nil {
@@ -171,6 +182,12 @@ func (v *Volume) update(fn func(h *header.Header) error) error {
 			return fmt.Errorf("re-read header: %w", err)
 		}
 		if err := checkWritable(h); err != nil {
+			return err
+		}
+		// A stale copy may still name key-slot areas the newer one calls
+		// free: bring it up to date before fn writes any key material, so
+		// an interruption can only fall back to the current key set.
+		if err := h.Repair(v.hdr); err != nil {
 			return err
 		}
 		if err := fn(h); err != nil {
