@@ -43,6 +43,18 @@ func main() {
 	Generate()
 }
 
+// sectorParams loads the arguments every sector kernel takes.
+func sectorParams() (rk, rounds, dst, src, tweaks, sectors, blocks Register) {
+	rk = Load(Param("rk"), GP64())
+	rounds = Load(Param("rounds"), GP64())
+	dst = Load(Param("dst"), GP64())
+	src = Load(Param("src"), GP64())
+	tweaks = Load(Param("tweaks"), GP64())
+	sectors = Load(Param("sectors"), GP64())
+	blocks = Load(Param("blocks"), GP64())
+	return
+}
+
 // aesniKernel emits an SSE + AES-NI XTS kernel: for each of sectors sectors,
 // load its initial (already encrypted) tweak from tweaks, then run the
 // sector's blocks eight at a time, advancing the tweak in a register.
@@ -57,13 +69,7 @@ func aesniKernel(name string, decrypt bool, alpha Mem) {
 	}
 	Doc(fmt.Sprintf("%s %s sectors whole XTS sectors of blocks 16-byte blocks each with AES-NI.", name, dir))
 
-	rk := Load(Param("rk"), GP64())
-	rounds := Load(Param("rounds"), GP64())
-	dst := Load(Param("dst"), GP64())
-	src := Load(Param("src"), GP64())
-	tw := Load(Param("tweaks"), GP64())
-	sectors := Load(Param("sectors"), GP64())
-	blocks := Load(Param("blocks"), GP64())
+	rk, rounds, dst, src, tw, sectors, blocks := sectorParams()
 	groups := GP64()
 	k := GP64()
 	r := GP64()
@@ -182,13 +188,7 @@ func vaesKernel(name string, decrypt bool, alpha, poly Mem) {
 	}
 	Doc(fmt.Sprintf("%s %s sectors whole XTS sectors of blocks 16-byte blocks each with VAES on YMM registers.", name, dir))
 
-	rk := Load(Param("rk"), GP64())
-	rounds := Load(Param("rounds"), GP64())
-	dst := Load(Param("dst"), GP64())
-	src := Load(Param("src"), GP64())
-	tw := Load(Param("tweaks"), GP64())
-	sectors := Load(Param("sectors"), GP64())
-	blocks := Load(Param("blocks"), GP64())
+	rk, rounds, dst, src, tw, sectors, blocks := sectorParams()
 	groups := GP64()
 	k := GP64()
 	r := GP64()
