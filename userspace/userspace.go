@@ -103,7 +103,7 @@ func Serve(dir string, dev Device, o Options) (*Mount, error) {
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		return nil, fmt.Errorf("mount %s: %w", dir, ErrNotDir)
 	}
-	f := &fileNode{dev: dev, size: dev.Size(), readOnly: o.ReadOnly, sync: o.Sync, uid: o.UID, gid: o.GID}
+	f := &fileNode{dev: dev, size: dev.Size(), readOnly: o.ReadOnly, sync: o.Sync, uid: o.UID, gid: o.GID, mounted: time.Now()}
 	root := &rootNode{name: o.Name, file: f}
 	// The file's size and the directory never change while mounted.
 	timeout := time.Hour
@@ -204,6 +204,7 @@ type fileNode struct {
 	readOnly bool
 	sync     func() error
 	uid, gid uint32
+	mounted  time.Time   // the file's times
 	dirty    atomic.Bool // a write since the last Sync
 	syncMu   sync.Mutex
 }
@@ -228,6 +229,7 @@ func (f *fileNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrO
 	out.Blksize = maxRequest
 	out.Nlink = 1
 	out.Uid, out.Gid = f.uid, f.gid
+	out.SetTimes(nil, &f.mounted, &f.mounted)
 	return 0
 }
 
