@@ -190,3 +190,44 @@ func TestManPagesAndCompletion(t *testing.T) {
 		require.Contains(t, r.stdout, "volcrypt", shell)
 	}
 }
+
+// TestJSONEverywhere: every command that reports something prints one JSON
+// document on standard output with --json, and nothing else there.
+func TestJSONEverywhere(t *testing.T) {
+	img := image(t, 24<<20)
+	kf, k2, k3 := keyFile(t, "one"), keyFile(t, "two"), keyFile(t, "three")
+	table := crypttabFile(t, "v "+img+" "+kf)
+	for _, tc := range []struct {
+		name string
+		args []string
+		keys []string
+	}{
+		{"format", append([]string{"format", "-q", "--key-file", kf}, cheap...), []string{"uuid", "device"}},
+		{"key-add", append([]string{"key", "add", "--key-file", kf, "--new-key-file", k2}, cheap...), []string{"keyslot"}},
+		{"key-change", append([]string{"key", "change", "--key-file", k2, "--new-key-file", k3}, cheap...), []string{"keyslot"}},
+		{"key-remove", []string{"key", "remove", "--key-file", k3}, []string{"keyslot"}},
+		{"enroll-recovery", []string{"enroll", "recovery", "--key-file", kf}, []string{"keyslot", "recovery_password"}},
+		{"key-list", []string{"key", "list"}, []string{"keyslots"}},
+		{"token-list", []string{"token", "list"}, nil},
+		{"dump", []string{"dump"}, []string{"uuid"}},
+		{"open-test", []string{"open", "--test", "--key-file", kf}, []string{"keyslot"}},
+		{"attach-all-test", []string{"attach-all", "--test", "--crypttab", table}, []string{"volumes", "attached", "failed"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append(append([]string{}, tc.args...), "--json")
+			if tc.name != "attach-all-test" {
+				args = append(args, img)
+			}
+			r := mustRun(t, "", args...)
+			var doc any
+			require.NoError(t, json.Unmarshal([]byte(r.stdout), &doc), "stdout: %q", r.stdout)
+			if m, ok := doc.(map[string]any); ok {
+				for _, k := range tc.keys {
+					require.Contains(t, m, k)
+				}
+			} else {
+				require.Empty(t, tc.keys)
+			}
+		})
+	}
+}

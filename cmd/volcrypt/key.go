@@ -135,12 +135,16 @@ func (a *app) keyRemoveCommand() *cobra.Command {
 			if err := v.RemoveKey(slot, last); err != nil {
 				return err
 			}
+			if a.json {
+				return a.printJSON(map[string]any{"keyslot": slot})
+			}
 			fmt.Fprintf(a.stderr, "Key slot %d removed.\n", slot)
 			return nil
 		},
 	}
 	key.register(cmd.Flags())
 	cmd.Flags().StringVar(&headerFile, "header", "", "detached header file")
+	a.addJSONFlag(cmd)
 	return cmd
 }
 
@@ -176,6 +180,9 @@ func (a *app) keyChangeCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if a.json {
+				return a.printJSON(map[string]any{"keyslot": slot})
+			}
 			fmt.Fprintf(a.stderr, "Key slot %d changed.\n", slot)
 			return nil
 		},
@@ -185,6 +192,7 @@ func (a *app) keyChangeCommand() *cobra.Command {
 	fs.StringVar(&newKey.file, "new-key-file", "", "new key from this file (- for standard input)")
 	fs.StringVar(&headerFile, "header", "", "detached header file")
 	kf.register(fs)
+	a.addJSONFlag(cmd)
 	return cmd
 }
 
