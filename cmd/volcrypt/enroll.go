@@ -13,6 +13,8 @@ func (a *app) enrollCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "enroll",
 		Short: "Add a recovery password or a TPM 2.0 key to a volume",
+		Example: `  volcrypt enroll recovery disk.img
+  volcrypt enroll tpm2 --tpm2-pcrs 7 /dev/sda3`,
 	}
 	cmd.AddCommand(a.enrollRecoveryCommand(), a.enrollTPM2Command())
 	return cmd

@@ -15,6 +15,9 @@ func (a *app) keyCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "key",
 		Short: "Add, remove, change and list the keys of a volume",
+		Example: `  volcrypt key list disk.img
+  volcrypt key add --new-key-file backup.key disk.img
+  volcrypt key remove --key-slot 2 disk.img`,
 	}
 	cmd.AddCommand(a.keyAddCommand(), a.keyRemoveCommand(), a.keyChangeCommand(), a.keyListCommand())
 	return cmd

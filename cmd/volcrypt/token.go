@@ -13,6 +13,8 @@ func (a *app) tokenCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "token",
 		Short: "List, export, import and remove LUKS2 tokens (cryptsetup's token JSON)",
+		Example: `  volcrypt token list disk.img
+  volcrypt token export --token-id 0 disk.img > token.json`,
 	}
 	var headerFile string
 	cmd.PersistentFlags().StringVar(&headerFile, "header", "", "detached header file")
