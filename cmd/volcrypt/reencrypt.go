@@ -12,7 +12,7 @@ import (
 
 // reencryptCommands returns the commands for encrypt, decrypt, reencrypt (issue 8).
 func (a *app) reencryptCommands() []*cobra.Command {
-	return []*cobra.Command{a.encryptCommand()}
+	return []*cobra.Command{a.encryptCommand(), a.decryptCommand()}
 }
 
 func (a *app) encryptCommand() *cobra.Command {
@@ -92,6 +92,51 @@ same command again with the same passphrase to finish.`,
 	fs.Var(&mdSize, "luks2-metadata-size", "size of each header copy: 16k, 32k, … 4m")
 	fs.Var(&ksSize, "luks2-keyslots-size", "size of the key-slot area")
 	fs.StringVar(&hdr, "header", "", "detached header file (not implemented yet)")
+	a.addJSONFlag(cmd)
+	return cmd
+}
+
+func (a *app) decryptCommand() *cobra.Command {
+	var (
+		key keyFlags
+		hdr string
+	)
+	cmd := &cobra.Command{
+		Use:   "decrypt --header FILE DEVICE",
+		Short: "Decrypt a volume in place, leaving its plain data at the start of the device (resumable)",
+		Long: `Turn a LUKS2 volume back into its plain data, moved to the start of the device
+where the header was. While it runs the header lives in FILE, which must not
+exist yet and is removed at the end. After an interruption (even kill -9 or a
+power cut) run the same command again, with the same FILE, to finish;
+cryptsetup reencrypt --resume-only --header FILE can finish it too once the
+first chunk is done.`,
+		Example: `  volcrypt decrypt --header /root/sdb1-header.img /dev/sdb1`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			device := args[0]
+			if hdr == "" {
+				return usageError{fmt.Errorf("--header FILE is required: the header moves there while the data moves over its place")}
+			}
+			if err := a.confirm(fmt.Sprintf("This will decrypt %s in place and remove its LUKS header.", device)); err != nil {
+				return err
+			}
+			pass, err := a.passphrase(key, fmt.Sprintf("Enter passphrase for %s: ", device), false)
+			if err != nil {
+				return err
+			}
+			defer pass.Wipe()
+			err = volume.Decrypt(cmd.Context(), device, pass.Bytes(), volume.DecryptOptions{HeaderFile: hdr, Progress: a.progressLine("decrypt")})
+			if err != nil {
+				return err
+			}
+			if a.json {
+				return a.printJSON(map[string]any{"device": device, "decrypted": true})
+			}
+			return nil
+		},
+	}
+	key.register(cmd.Flags())
+	cmd.Flags().StringVar(&hdr, "header", "", "file that holds the header while the decryption runs")
 	a.addJSONFlag(cmd)
 	return cmd
 }

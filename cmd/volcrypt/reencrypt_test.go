@@ -36,4 +36,45 @@ func TestEncryptCommand(t *testing.T) {
 	mustCryptsetup(t, "open", "--test-passphrase", "--key-file", kf, img)
 	r = volcrypt(t, "", append(append([]string{"encrypt", "-q", "--key-file", kf, "--reduce-device-size", "16m"}, cheap...), img)...)
 	require.Equal(t, 1, r.code, "already encrypted: %s", r.stderr)
+
+	r = volcrypt(t, "", "decrypt", "-q", "--key-file", kf, img)
+	require.Equal(t, 1, r.code, "no --header: %s", r.stderr)
+	hdr := filepath.Join(t.TempDir(), "hdr")
+	r = volcrypt(t, "", "decrypt", "-q", "--key-file", keyFile(t, "wrong"), "--header", hdr, img)
+	require.Equal(t, 2, r.code, "wrong passphrase: %s", r.stderr)
+	mustRun(t, "", "decrypt", "-q", "--key-file", kf, "--header", hdr, img)
+	require.NoFileExists(t, hdr)
+	out, err = exec.Command("debugfs", "-R", "cat /hello", img).Output()
+	require.NoError(t, err)
+	require.Equal(t, "hello, world\n", string(out))
+}
+
+// TestVMEncryptDecryptWithDMCrypt encrypts an ext4 image full of files in
+// place with volcrypt, opens it with cryptsetup through dm-crypt, checks
+// the file system and every file, then decrypts it in place and checks
+// the plain file system again.
+func TestVMEncryptDecryptWithDMCrypt(t *testing.T) {
+	inVM(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "files")
+	sh(t, `mkdir -p "$1" && for i in $(seq 1 30); do mkdir -p "$1/d$((i%4))"; head -c $((i*7919)) /dev/urandom > "$1/d$((i%4))/f$i"; done`, src)
+	sums := sh(t, `cd "$1" && find . -type f | sort | xargs sha256sum`, src)
+	img := filepath.Join(dir, "disk.img")
+	sh(t, `truncate -s 32M "$1" && mkfs.ext4 -q -F -d "$2" "$1" && truncate -s 48M "$1"`, img, src)
+	kf := keyFile(t, "vm in place")
+
+	mustRun(t, "", append(append([]string{"encrypt", "-q", "--key-file", kf, "--reduce-device-size", "16m"}, cheap...), img)...)
+	mnt := filepath.Join(dir, "mnt")
+	got := sh(t, `mkdir -p "$3" && cryptsetup open --key-file "$2" "$1" vcinplace
+e2fsck -fn /dev/mapper/vcinplace >/dev/null 2>&1 && mount -o ro /dev/mapper/vcinplace "$3"
+sums=$(cd "$3" && find . -type f ! -path './lost+found/*' | sort | xargs sha256sum)
+umount "$3" && cryptsetup close vcinplace && echo "$sums"`, img, kf, mnt)
+	require.Equal(t, sums, got)
+
+	hdr := filepath.Join(dir, "hdr")
+	mustRun(t, "", "decrypt", "-q", "--key-file", kf, "--header", hdr, img)
+	got = sh(t, `e2fsck -fn "$1" >/dev/null 2>&1 && mount -o ro,loop "$1" "$2"
+sums=$(cd "$2" && find . -type f ! -path './lost+found/*' | sort | xargs sha256sum)
+umount "$2" && echo "$sums"`, img, mnt)
+	require.Equal(t, sums, got)
 }
