@@ -29,6 +29,9 @@ type app struct {
 	stderr io.Writer
 	prompt *passphrase.Prompter
 	log    *slog.Logger
+	// unlockLimits caps the KDF cost accepted from a header (limitFlags);
+	// zero means kdf.DefaultLimits.
+	unlockLimits kdf.Limits
 }
 
 func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {

@@ -21,6 +21,7 @@ func (a *app) openCommand() *cobra.Command {
 		tf         tpmFlags
 		tokens     tokenFlags
 		userspace  bool
+		lim        limitFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "open [flags] DEVICE [NAME]",
@@ -40,6 +41,7 @@ process serves the plaintext there as the file NAME/volume through FUSE, to atta
 			if !test && len(args) != 2 {
 				return usageError{fmt.Errorf("open needs DEVICE and NAME (or --test to only check the key)")}
 			}
+			a.unlockLimits = lim.limits()
 			v, err := a.load(args[0], headerFile, test || (o.ReadOnly && !o.Persistent))
 			if err != nil {
 				return err
@@ -85,6 +87,7 @@ process serves the plaintext there as the file NAME/volume through FUSE, to atta
 	fs.BoolVar(&o.NoWriteWorkqueue, "perf-no_write_workqueue", false, "dm-crypt: no workqueue for writes")
 	fs.BoolVar(&o.Persistent, "persistent", false, "store the discard and performance flags in the header")
 	tf.register(fs)
+	lim.register(fs)
 	fs.BoolVar(&userspace, "userspace", false, "serve the plaintext as the file NAME/volume through FUSE (NAME: a directory), without device-mapper")
 	fs.BoolVar(&tokens.only, "token-only", false, "unlock only through tokens (TPM); never ask for a passphrase")
 	fs.BoolVar(&tokens.disable, "disable-tokens", false, "do not try tokens (TPM); use a passphrase or key file")
@@ -187,5 +190,5 @@ func (a *app) unlock(v *volume.Volume, key keyFlags, tf tpmFlags, tokens tokenFl
 		return nil, -1, err
 	}
 	defer pass.Wipe()
-	return v.Unlock(pass.Bytes(), volume.UnlockOptions{Keyslot: key.slot})
+	return v.Unlock(pass.Bytes(), volume.UnlockOptions{Keyslot: key.slot, Limits: a.unlockLimits})
 }
