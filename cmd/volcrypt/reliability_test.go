@@ -249,7 +249,7 @@ func TestHostileKDFCostRefusedAtOnce(t *testing.T) {
 		value, flg string
 	}{
 		{"argon2-time-max", func(k *header.KDF) { k.Time = 1<<32 - 1 }, 1, "4294967295", "--pbkdf-force-iterations"},
-		{"argon2-work-4GiB-x20", func(k *header.KDF) { k.Memory, k.Time = 4 << 20, 20 }, 1, "83886080 KiB passes", "--pbkdf-force-iterations"},
+		{"argon2-work-4GiB-x20", func(k *header.KDF) { k.Memory, k.Time = 4<<20, 20 }, 1, "83886080 KiB passes", "--pbkdf-force-iterations"},
 		{"pbkdf2-iterations", func(k *header.KDF) {
 			*k = header.KDF{Type: kdf.PBKDF2, Hash: "sha256", Iterations: 1<<32 - 1, Salt: k.Salt}
 		}, 1, "4294967295", "--pbkdf-force-iterations"},
