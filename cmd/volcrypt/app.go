@@ -35,6 +35,7 @@ type app struct {
 }
 
 func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
+	hardenProcess()
 	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
 	a.prompt = &passphrase.Prompter{In: stdin, Out: stderr}
 	root := a.rootCommand()

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 
 	"github.com/volcrypt/volcrypt/kdf"
 	"github.com/volcrypt/volcrypt/volume"
@@ -213,4 +214,12 @@ func (l limitFlags) limits() kdf.Limits {
 		lim.MaxWorkKiB = max(lim.MaxWorkKiB, uint64(lim.MaxTime)*uint64(lim.MaxMemoryKiB))
 	}
 	return lim
+}
+
+// hardenProcess makes the process not dumpable: no core file, and no
+// ptrace or /proc/PID/mem reads by other processes of the same user, so
+// keys in memory stay there. Key buffers are locked against swapping by
+// internal/secret.
+func hardenProcess() {
+	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 }
