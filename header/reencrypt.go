@@ -2,6 +2,7 @@ package header
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"slices"
 
@@ -271,4 +272,22 @@ func appendSegment(b []byte, s *Segment) []byte {
 		b = binary.BigEndian.AppendUint32(b, uint32(s.SectorSize))
 	}
 	return b
+}
+
+// CopyTokenKeyslot adds key slot to to every token that names key slot
+// from, keeping the tokens' other fields: a reencryption re-wraps each slot
+// into a new one, and the token keeps working when the old one goes.
+func (h *Header) CopyTokenKeyslot(from, to int) error {
+	for tid, raw := range h.Meta.Tokens {
+		var t tokenHeader
+		if json.Unmarshal(raw, &t) != nil || !t.Keyslots.Contains(from) || t.Keyslots.Contains(to) {
+			continue
+		}
+		updated, err := setTokenKeyslots(raw, append(slices.Clone(t.Keyslots), to))
+		if err != nil {
+			return fmt.Errorf("token %d: %w", tid, err)
+		}
+		h.Meta.Tokens[tid] = updated
+	}
+	return nil
 }

@@ -520,3 +520,181 @@ func TestDecryptResumedByCryptsetup(t *testing.T) {
 	}
 	requirePlainFS(t, img, plain)
 }
+
+const secondPass = "second passphrase"
+
+// rekeyImage returns an encrypted ext4 image with a second key slot (1)
+// that a token names, and the plain bytes of its file system.
+func rekeyImage(t *testing.T, seed uint64) (string, []byte) {
+	t.Helper()
+	img, plain := encryptedImage(t, 64<<20, 48<<20, seed)
+	v, err := Load(img, LoadOptions{})
+	require.NoError(t, err)
+	defer v.Close()
+	key, _, err := v.Unlock([]byte(testPass), UnlockOptions{Keyslot: -1})
+	require.NoError(t, err)
+	defer key.Wipe()
+	slot, err := v.AddKey(context.Background(), key.Bytes(), []byte(secondPass), -1, cheapKDF)
+	require.NoError(t, err)
+	require.Equal(t, 1, slot)
+	_, err = v.ImportToken([]byte(`{"type":"x-test","keyslots":["1"],"payload":{"kept":"byte for byte"}}`), -1)
+	require.NoError(t, err)
+	return img, plain
+}
+
+func TestReencryptInPlace(t *testing.T) {
+	img, plain := rekeyImage(t, 10)
+	before, err := readHeader(img)
+	require.NoError(t, err)
+	var last Progress
+	v, err := Reencrypt(context.Background(), img, []byte(testPass), ReencryptOptions{
+		Keep: map[int][]byte{1: []byte(secondPass)}, Cipher: "aes-xts-plain64", KeySizeBits: 256, SectorSize: 4096,
+		Progress: func(p Progress) { last = p }})
+	require.NoError(t, err)
+	v.Close()
+	require.Equal(t, last.TotalBytes, last.DoneBytes)
+	got := plainBytes(t, img, int64(len(plain)))
+	requireSameData(t, plain, got)
+	fsck(t, got)
+
+	h, err := readHeader(img)
+	require.NoError(t, err)
+	seg, _ := h.DataSegment()
+	require.Equal(t, 4096, seg.SectorSize)
+	require.Len(t, h.Meta.Keyslots, 2, "the two slots re-wrapped, the old ones gone")
+	require.Len(t, h.Meta.Digests, 1)
+	for _, d := range h.Meta.Digests {
+		require.NotEqual(t, before.Meta.Digests[0].Digest, d.Digest, "a new volume key")
+	}
+	toks := h.Tokens()
+	require.Len(t, toks, 1)
+	require.Contains(t, string(toks[0].JSON), `"payload":{"kept":"byte for byte"}`)
+	require.Len(t, toks[0].Keyslots, 1)
+	for _, pass := range []string{testPass, secondPass} {
+		v, err := Load(img, LoadOptions{ReadOnly: true})
+		require.NoError(t, err)
+		k, slot, err := v.Unlock([]byte(pass), UnlockOptions{Keyslot: -1})
+		require.NoError(t, err, pass)
+		k.Wipe()
+		v.Close()
+		if pass == secondPass {
+			require.Equal(t, toks[0].Keyslots[0], slot, "the token follows its slot")
+		}
+		if _, err := exec.LookPath("cryptsetup"); err == nil {
+			cmd := exec.Command("cryptsetup", "open", "--test-passphrase", "--key-file", "-", img)
+			cmd.Stdin = bytes.NewReader([]byte(pass))
+			out, err := cmd.CombinedOutput()
+			require.NoError(t, err, "%s", out)
+		}
+	}
+}
+
+// TestHelperReencryptChild is the child process the interruption tests kill.
+func TestHelperReencryptChild(t *testing.T) {
+	img := os.Getenv("VOLCRYPT_TEST_REENCRYPT_IMAGE")
+	if img == "" {
+		t.Skip("helper process only")
+	}
+	v, err := Reencrypt(context.Background(), img, []byte(testPass), ReencryptOptions{Keep: map[int][]byte{1: []byte(secondPass)}, HotzoneBytes: 1 << 20})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	v.Close()
+	os.Exit(0)
+}
+
+func reencryptChild(img string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperReencryptChild$")
+	cmd.Env = append(os.Environ(), "VOLCRYPT_TEST_REENCRYPT_IMAGE="+img)
+	return cmd
+}
+
+func TestReencryptKilledAndResumed(t *testing.T) {
+	img, plain := rekeyImage(t, 11)
+	orig, err := os.ReadFile(img)
+	require.NoError(t, err)
+	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 12))
+	midRun := 0
+	for i := range killPoints() {
+		// Kill at a random moment once the reencryption has started.
+		delay := time.Duration(r.Int64N(int64(600 * time.Millisecond)))
+		t.Run(fmt.Sprintf("kill-%d-after-start+%v", i, delay.Round(time.Millisecond)), func(t *testing.T) {
+			require.NoError(t, os.WriteFile(img, orig, 0o600))
+			killMidRun(t, reencryptChild(img), img, delay)
+			// Killed between the two header copies counts too: volcrypt
+			// reads the newer one.
+			if h, err := readHeader(img); err == nil && hasReencrypt(h) {
+				midRun++
+				v, err := Reencrypt(context.Background(), img, []byte(testPass), ReencryptOptions{Keep: map[int][]byte{1: []byte(secondPass)}})
+				require.NoError(t, err)
+				v.Close()
+			}
+			got := plainBytes(t, img, int64(len(plain)))
+			requireSameData(t, plain, got)
+			fsck(t, got)
+			h, err := readHeader(img)
+			require.NoError(t, err)
+			require.Len(t, h.Meta.Keyslots, 2)
+		})
+	}
+	require.Positive(t, midRun, "no kill landed mid-run")
+}
+
+// TestReencryptResumeAcrossTools interrupts one tool's reencryption with
+// kill -9 and lets the other finish it.
+func TestReencryptResumeAcrossTools(t *testing.T) {
+	cs, err := exec.LookPath("cryptsetup")
+	if err != nil {
+		t.Skip("cryptsetup not installed")
+	}
+	csReencrypt := func(img string) *exec.Cmd {
+		cmd := exec.Command(cs, "reencrypt", "--force-offline-reencrypt", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
+			"--hotzone-size", "1M", "-q", img)
+		cmd.Stdin = bytes.NewReader([]byte(testPass + "\n" + secondPass + "\n"))
+		return cmd
+	}
+	for _, tc := range []struct {
+		name   string
+		start  func(string) *exec.Cmd
+		resume func(t *testing.T, img string)
+	}{
+		{"volcrypt-then-cryptsetup", reencryptChild, func(t *testing.T, img string) {
+			for _, args := range [][]string{{"repair", "-q"}, {"reencrypt", "--resume-only", "--force-offline-reencrypt", "-q"}} {
+				cmd := exec.Command(cs, append(args, "--key-file", "-", img)...)
+				cmd.Stdin = bytes.NewReader([]byte(testPass))
+				out, err := cmd.CombinedOutput()
+				require.NoError(t, err, "cryptsetup %v: %s", args, out)
+			}
+		}},
+		{"cryptsetup-then-volcrypt", csReencrypt, func(t *testing.T, img string) {
+			v, err := Reencrypt(context.Background(), img, []byte(testPass), ReencryptOptions{})
+			require.NoError(t, err)
+			v.Close()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img, plain := rekeyImage(t, 13)
+			orig, err := os.ReadFile(img)
+			require.NoError(t, err)
+			interrupted := false
+			for try := range 8 {
+				require.NoError(t, os.WriteFile(img, orig, 0o600))
+				if killMidRun(t, tc.start(img), img, time.Duration(try)*10*time.Millisecond) {
+					interrupted = true
+					break
+				}
+			}
+			require.True(t, interrupted, "no kill landed mid-run")
+			tc.resume(t, img)
+			got := plainBytes(t, img, int64(len(plain)))
+			requireSameData(t, plain, got)
+			fsck(t, got)
+		})
+	}
+}
+
+func hasReencrypt(h *header.Header) bool {
+	_, k := h.Meta.ReencryptKeyslot()
+	return k != nil
+}
