@@ -3,6 +3,7 @@ package kdf
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"sync"
 	"unsafe"
 
@@ -164,6 +165,9 @@ func blake2bLong(out, in []byte) {
 // They come from an anonymous mapping where possible (with transparent huge
 // pages asked for), otherwise from the Go heap, cleared on release.
 func argon2Memory(n int) ([]argon2Block, func(), error) {
+	if uint64(n) > math.MaxInt/argon2BlockSize {
+		return nil, nil, fmt.Errorf("argon2: %d blocks do not fit this address space: %w", n, ErrInvalidParams)
+	}
 	size := n * argon2BlockSize
 	b, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
