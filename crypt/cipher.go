@@ -8,6 +8,11 @@
 // iv_large_sectors option, which is how cryptsetup sets up LUKS2 volumes.
 // A 4096-byte sector is one cipher unit (one XTS data unit, one CBC chain)
 // whose IV is the 512-byte sector number of its first byte.
+//
+// The XTS engine picks its kernel at run time (Cipher.Kernel names it): on
+// amd64 a VAES/VPCLMULQDQ kernel on YMM registers, else an AES-NI kernel
+// (both generated with avo by internal/asmgen), else batched pure Go,
+// which the purego build tag forces.
 package crypt
 
 import (
