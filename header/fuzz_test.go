@@ -65,3 +65,42 @@ func FuzzMetadata(f *testing.F) {
 		require.Equal(t, string(out), string(out2))
 	})
 }
+
+// FuzzToken feeds arbitrary JSON to AddToken: it must never panic, and a
+// token it accepts must survive a write and a read byte for byte (tokens
+// belong to their owner), still naming only existing key slots.
+func FuzzToken(f *testing.F) {
+	f.Add([]byte(`{"type":"systemd-tpm2","keyslots":["0"],"tpm2-blob":"AAEC","tpm2-pcrs":[7],"tpm2-pin":false}`))
+	f.Add([]byte(`{"type":"volcrypt-recovery","keyslots":[]}`))
+	f.Add([]byte(`{"type":"luks2-keyring","keyslots":["0"],"key_description":"x"}`))
+	f.Add([]byte(`{"type":"x","keyslots":["0","0","31"],"a":{"b":[1e400,"\u0000"]}}`))
+	f.Add([]byte(`{"type":"","keyslots":"0"}`))
+	key := make([]byte, 64)
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		h, err := New(key, NewOptions{DigestIterations: 1000})
+		require.NoError(t, err)
+		h.Meta.Keyslots[0] = &Keyslot{Type: KeyslotLUKS2, KeySize: 64,
+			AF:   &AF{Type: "luks1", Stripes: AFStripes, Hash: "sha256"},
+			Area: Area{Type: "raw", Offset: U64(2 * h.Size), Size: 258048, Encryption: "aes-xts-plain64", KeySize: 64},
+			KDF:  &KDF{Type: "pbkdf2", Hash: "sha256", Iterations: 1000, Salt: []byte("salt")}}
+		h.Meta.Digests[0].Keyslots = IDList{0}
+		id, err := h.AddToken(-1, raw)
+		if err != nil {
+			return
+		}
+		copies, err := h.encode(2)
+		if err != nil {
+			// Too large for the JSON area is the only acceptable reason.
+			require.Contains(t, err.Error(), "do not fit")
+			return
+		}
+		got, err := Read(bytes.NewReader(append(copies[0], copies[1]...)))
+		require.NoError(t, err, "a token AddToken accepted must read back")
+		require.Equal(t, string(h.Meta.Tokens[id]), string(got.Meta.Tokens[id]))
+		for _, tok := range got.Tokens() {
+			for _, k := range tok.Keyslots {
+				require.Contains(t, got.Meta.Keyslots, k)
+			}
+		}
+	})
+}

@@ -312,7 +312,7 @@ func decodeObject(b []byte, v any, extra *map[string]json.RawMessage) error {
 
 // encodeObject encodes v and adds the members of extra it does not name.
 func encodeObject(v any, extra map[string]json.RawMessage) ([]byte, error) {
-	b, err := json.Marshal(v)
+	b, err := marshalJSON(v)
 	if err != nil || len(extra) == 0 {
 		return b, err
 	}
@@ -330,7 +330,7 @@ func encodeObject(v any, extra map[string]json.RawMessage) ([]byte, error) {
 		if buf.Len() > 1 {
 			buf.WriteByte(',')
 		}
-		kb, _ := json.Marshal(k)
+		kb, _ := marshalJSON(k)
 		buf.Write(kb)
 		buf.WriteByte(':')
 		buf.Write(extra[k])
@@ -454,7 +454,20 @@ func (m *Metadata) marshal() ([]byte, error) {
 	top["segments"] = withStringKeys(m.Segments)
 	top["digests"] = withStringKeys(m.Digests)
 	top["config"] = m.Config
-	return json.Marshal(top)
+	return marshalJSON(top)
+}
+
+// marshalJSON is json.Marshal without HTML escaping: '<', '>' and '&' in
+// strings, and in tokens and unknown members kept as raw JSON, are written
+// as they were read, not as \u003c and friends.
+func marshalJSON(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 func withStringKeys[T any](m map[int]T) map[string]T {

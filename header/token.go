@@ -83,19 +83,37 @@ func compactJSON(raw json.RawMessage) (json.RawMessage, error) {
 	return buf.Bytes(), nil
 }
 
-// setTokenKeyslots returns the token with its "keyslots" member replaced.
+// setTokenKeyslots returns the token with the value of its "keyslots"
+// member replaced and every other byte as it was: a token belongs to its
+// owner.
 func setTokenKeyslots(raw json.RawMessage, ids []int) (json.RawMessage, error) {
-	var members map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &members); err != nil {
-		return nil, err
-	}
 	slices.Sort(ids)
 	b, err := IDList(ids).MarshalJSON()
 	if err != nil {
 		return nil, err
 	}
-	members["keyslots"] = b
-	return json.Marshal(members)
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, fmt.Errorf("token is not a JSON object")
+	}
+	for dec.More() {
+		name, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, err
+		}
+		if name == "keyslots" {
+			end := int(dec.InputOffset())
+			start := end - len(v)
+			out := make([]byte, 0, len(raw)-len(v)+len(b))
+			out = append(append(append(out, raw[:start]...), b...), raw[end:]...)
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("token has no keyslots member")
 }
 
 func readRandom(b []byte) (int, error) { return io.ReadFull(rand.Reader, b) }
