@@ -341,3 +341,60 @@ func TestCrashStatesRepair(t *testing.T) {
 	}
 	require.GreaterOrEqual(t, len(seen), 3)
 }
+
+// TestCrashDuringFormat runs format's sequence (zero the header and
+// key-slot area, write the key material, write both header copies, as
+// Format does) over an existing volume on a faultio device and crashes it
+// at each write. A state may hold the old volume (formatting destroys it
+// on purpose, so any part of its key set), no volume, or the new volume;
+// never a new header that the new passphrase does not open.
+func TestCrashDuringFormat(t *testing.T) {
+	img := crashVolume(t, []string{"A", "B"})
+	base, err := os.ReadFile(img)
+	require.NoError(t, err)
+	old, err := header.Read(bytes.NewReader(base))
+	require.NoError(t, err)
+
+	dev := faultio.New(base)
+	key := make([]byte, 64)
+	_, _ = rand.Read(key)
+	h, err := header.New(key, header.NewOptions{DigestIterations: kdf.MinPBKDF2Iterations})
+	require.NoError(t, err)
+	zero := make([]byte, 1<<20)
+	for off := int64(0); off < h.KeyslotsEnd(); off += int64(len(zero)) {
+		_, err := dev.WriteAt(zero[:min(int64(len(zero)), h.KeyslotsEnd()-off)], off)
+		require.NoError(t, err)
+	}
+	require.NoError(t, dev.Sync())
+	p, err := cheapKDF.Resolve(context.Background(), len(key))
+	require.NoError(t, err)
+	_, err = h.AddKeyslot(dev, 0, []byte("N"), key, header.KeyslotParams{KDF: p})
+	require.NoError(t, err)
+	require.NoError(t, h.Write(dev))
+
+	states := map[string]int{}
+	log := dev.Log()
+	for _, w := range dev.Writes() {
+		for _, n := range faultio.Points(len(log[w].Data), os.Getenv("VOLCRYPT_CRASH_FULL") == "1") {
+			for _, tear := range []faultio.Tear{faultio.Head, faultio.Tail} {
+				view := dev.Crash(w, n, tear)
+				got, err := header.Read(view)
+				if err != nil {
+					states["no volume"]++
+					continue
+				}
+				if got.UUID == old.UUID {
+					states["old volume"]++
+					continue
+				}
+				require.Equal(t, h.UUID, got.UUID)
+				k, _, err := got.Unlock(view, []byte("N"), header.UnlockOptions{Keyslot: -1, Limits: kdf.DefaultLimits()})
+				require.NoError(t, err, "crash in write %d after %d bytes (%s): a new header the new passphrase does not open", w, n, tear)
+				k.Wipe()
+				states["new volume"]++
+			}
+		}
+	}
+	t.Logf("format crash states: %v", states)
+	require.Positive(t, states["new volume"])
+}
