@@ -89,9 +89,17 @@ type userspaceStatus struct {
 	Running bool `json:"running"`
 	// PIDStart is the server's start time in clock ticks since boot
 	// (/proc/PID/stat), telling it from a later process with its PID.
-	PIDStart uint64 `json:"pid_start"`
-	DevID    uint64 `json:"dev_id"`
-	Inode    uint64 `json:"inode"`
+	PIDStart uint64 `json:"pid_start,omitempty"`
+	// DevID and Inode identify the device (Inode 0 for a block device).
+	DevID uint64 `json:"dev_id,omitempty"`
+	Inode uint64 `json:"inode,omitempty"`
+}
+
+// public is s as open --json and status --json show it: without the state
+// file's bookkeeping.
+func (s userspaceStatus) public() userspaceStatus {
+	s.PIDStart, s.DevID, s.Inode = 0, 0, 0
+	return s
 }
 
 // openUserspace serves the unlocked volume's plaintext as the file
@@ -135,7 +143,7 @@ func (a *app) openUserspace(cmd *cobra.Command, v *volume.Volume, key *secret.Bu
 		return fmt.Errorf("serve %s at %s: %w", v.Path, mp, err)
 	}
 	if a.json {
-		return a.printJSON(st)
+		return a.printJSON(st.public())
 	}
 	ro := ""
 	if readOnly {
@@ -565,7 +573,7 @@ func (a *app) statusUserspace(name string) (handled bool, err error) {
 		return false, nil
 	}
 	if a.json {
-		return true, a.printJSON(s)
+		return true, a.printJSON(s.public())
 	}
 	w := a.stdout
 	if !s.Running {
