@@ -8,3 +8,8 @@ package kdf
 //
 //go:noescape
 func compressAVX2(out *[128]uint64, x *[128]uint64, y *[128]uint64, tmp *[128]uint64, xor bool)
+
+// compressSSSE3 computes Argon2's compression function G with SSSE3.
+//
+//go:noescape
+func compressSSSE3(out *[128]uint64, x *[128]uint64, y *[128]uint64, tmp *[128]uint64, xor bool)

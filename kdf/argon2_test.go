@@ -57,8 +57,12 @@ func TestArgon2MatchesXCrypto(t *testing.T) {
 	}
 }
 
-// TestArgon2Compress runs the portable compression function against the
-// selected one (assembly where the CPU has it) on random blocks, with and
+// compressSelected calls compress as selected at run time (package
+// variables are initialised before init functions choose it).
+func compressSelected(out, x, y, tmp *argon2Block, xor bool) { compress(out, x, y, tmp, xor) }
+
+// TestArgon2Compress runs the portable compression function against every
+// kernel this CPU has (compressors) on random blocks, with and
 // without XOR, with out aliasing an input as the address generator does.
 func TestArgon2Compress(t *testing.T) {
 	rng := mrand.New(mrand.NewPCG(1, 1))
@@ -72,16 +76,22 @@ func TestArgon2Compress(t *testing.T) {
 	for n := range 200 {
 		x, y, old := random(), random(), random()
 		xor := n%2 == 1
-		want, got := *old, *old
+		want := *old
 		var tmp argon2Block
 		compressGeneric(&want, x, y, &tmp, xor)
-		compress(&got, x, y, &tmp, xor)
-		require.Equal(t, want, got)
+		for name, f := range compressors {
+			got := *old
+			f(&got, x, y, &tmp, xor)
+			require.Equal(t, want, got, name)
+		}
 
-		wantAlias, gotAlias := *y, *y
+		wantAlias := *y
 		compressGeneric(&wantAlias, x, &wantAlias, &tmp, false)
-		compress(&gotAlias, x, &gotAlias, &tmp, false)
-		require.Equal(t, wantAlias, gotAlias)
+		for name, f := range compressors {
+			gotAlias := *y
+			f(&gotAlias, x, &gotAlias, &tmp, false)
+			require.Equal(t, wantAlias, gotAlias, name)
+		}
 	}
 }
 
@@ -150,6 +160,29 @@ func BenchmarkArgon2VsXCrypto(b *testing.B) {
 			b.ReportMetric(ms(xCPU), "xcrypto-cpu-ms")
 			b.ReportMetric(float64(xWall)/float64(ownWall), "wall-x/own")
 			b.ReportMetric(float64(xCPU)/float64(ownCPU), "cpu-x/own")
+		})
+	}
+}
+
+// BenchmarkArgon2Compress times each compression kernel this CPU has on one
+// block (1 KiB per operation).
+func BenchmarkArgon2Compress(b *testing.B) {
+	var out, x, y, tmp argon2Block
+	for i := range x {
+		x[i], y[i] = uint64(i)*0x9e3779b97f4a7c15, uint64(i)^0xdeadbeef
+	}
+	b.Run("generic", func(b *testing.B) {
+		b.SetBytes(argon2BlockSize)
+		for b.Loop() {
+			compressGeneric(&out, &x, &y, &tmp, true)
+		}
+	})
+	for name, f := range compressors {
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(argon2BlockSize)
+			for b.Loop() {
+				f(&out, &x, &y, &tmp, true)
+			}
 		})
 	}
 }

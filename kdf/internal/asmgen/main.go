@@ -27,6 +27,7 @@ func main() {
 		}
 	}
 	compress(rot24, rot16)
+	compressSSE(rot24, rot16)
 	Generate()
 }
 
@@ -141,5 +142,136 @@ func compress(rot24, rot16 Mem) {
 		VPXOR(v, v, v)
 	}
 	VZEROUPPER()
+	RET()
+}
+
+// compressSSE emits compressSSSE3, compressAVX2's twin for CPUs without
+// AVX2: two 64-bit words per XMM register, diagonals formed with PALIGNR.
+// Registers are renamed by the generator where halves only swap places.
+func compressSSE(rot24, rot16 Mem) {
+	TEXT("compressSSSE3", NOSPLIT, "func(out, x, y, tmp *[128]uint64, xor bool)")
+	Pragma("noescape")
+	Doc("compressSSSE3 computes Argon2's compression function G with SSSE3.")
+	out := Load(Param("out"), GP64())
+	x := Load(Param("x"), GP64())
+	y := Load(Param("y"), GP64())
+	tmp := Load(Param("tmp"), GP64())
+	xor := Load(Param("xor"), GP8())
+
+	t, m24, m16 := X8, X9, X10
+	MOVOU(rot24, m24)
+	MOVOU(rot16, m16)
+
+	Comment("tmp = R = x ^ y; out = R (^ out)")
+	pass1 := func(withXor bool) {
+		for i := range 64 {
+			MOVOU(Mem{Base: x, Disp: 16 * i}, X0)
+			MOVOU(Mem{Base: y, Disp: 16 * i}, X1)
+			PXOR(X1, X0)
+			MOVOU(X0, Mem{Base: tmp, Disp: 16 * i})
+			if withXor {
+				MOVOU(Mem{Base: out, Disp: 16 * i}, X1)
+				PXOR(X1, X0)
+			}
+			MOVOU(X0, Mem{Base: out, Disp: 16 * i})
+		}
+	}
+	TESTB(xor, xor)
+	JZ(LabelRef("noxor"))
+	pass1(true)
+	JMP(LabelRef("rounds"))
+	Label("noxor")
+	pass1(false)
+	Label("rounds")
+
+	mulAdd := func(p, q VecPhysical) { // p = p + q + 2·lo32(p)·lo32(q)
+		MOVO(p, t)
+		PMULULQ(q, t)
+		PADDQ(q, p)
+		PADDQ(t, p)
+		PADDQ(t, p)
+	}
+	// v[0..7] = a0 a1 b0 b1 c0 c1 d0 d1, two words each.
+	g := func(v []VecPhysical) {
+		for h := range 2 {
+			a, b, c, d := v[h], v[2+h], v[4+h], v[6+h]
+			mulAdd(a, b)
+			PXOR(a, d)
+			PSHUFD(U8(0xb1), d, d)
+			mulAdd(c, d)
+			PXOR(c, b)
+			PSHUFB(m24, b)
+			mulAdd(a, b)
+			PXOR(a, d)
+			PSHUFB(m16, d)
+			mulAdd(c, d)
+			PXOR(c, b)
+			MOVO(b, t)
+			PSRLQ(U8(63), t)
+			PADDQ(b, b)
+			PXOR(t, b)
+		}
+	}
+	free := []VecPhysical{X11, X12, X13, X14, X15}
+	// rot returns the pair (lo', hi') = ([lo.hi, hi.lo], [hi.hi, lo.lo]) in
+	// fresh registers and frees lo and hi: one step of a 4-word rotation.
+	rot := func(lo, hi VecPhysical) (VecPhysical, VecPhysical) {
+		n0, n1 := free[0], free[1]
+		free = free[2:]
+		MOVO(hi, n0)
+		PALIGNR(U8(8), lo, n0)
+		MOVO(lo, n1)
+		PALIGNR(U8(8), hi, n1)
+		free = append(free, lo, hi)
+		return n0, n1
+	}
+	round := func(v []VecPhysical) []VecPhysical {
+		g(v)
+		v = append([]VecPhysical(nil), v...)
+		v[2], v[3] = rot(v[2], v[3]) // b: [v5 v6] [v7 v4]
+		v[4], v[5] = v[5], v[4]      // c: [v10 v11] [v8 v9]
+		v[6], v[7] = rot(v[7], v[6]) // d: [v15 v12] [v13 v14]
+		g(v)
+		v[2], v[3] = rot(v[3], v[2])
+		v[4], v[5] = v[5], v[4]
+		v[6], v[7] = rot(v[6], v[7])
+		return v
+	}
+	regs := []VecPhysical{X0, X1, X2, X3, X4, X5, X6, X7}
+	Comment("Rows: words 16r..16r+15 are v0..v15.")
+	for r := range 8 {
+		v := regs
+		for j, reg := range v {
+			MOVOU(Mem{Base: tmp, Disp: 128*r + 16*j}, reg)
+		}
+		v = round(v)
+		for j, reg := range v {
+			MOVOU(reg, Mem{Base: tmp, Disp: 128*r + 16*j})
+		}
+		regs = v
+	}
+	Comment("Columns: words 2i, 2i+1 of row j are v2j, v2j+1.")
+	for i := range 8 {
+		v := regs
+		for j, reg := range v {
+			MOVOU(Mem{Base: tmp, Disp: 8 * (2*i + 16*j)}, reg)
+		}
+		v = round(v)
+		for j, reg := range v {
+			MOVOU(reg, Mem{Base: tmp, Disp: 8 * (2*i + 16*j)})
+		}
+		regs = v
+	}
+
+	Comment("out ^= P(R)")
+	for i := range 64 {
+		MOVOU(Mem{Base: tmp, Disp: 16 * i}, X0)
+		MOVOU(Mem{Base: out, Disp: 16 * i}, X1)
+		PXOR(X1, X0)
+		MOVOU(X0, Mem{Base: out, Disp: 16 * i})
+	}
+	for _, r := range []VecPhysical{X0, X1, X2, X3, X4, X5, X6, X7, X8, X11, X12, X13, X14, X15} {
+		PXOR(r, r)
+	}
 	RET()
 }
