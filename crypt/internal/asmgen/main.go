@@ -55,6 +55,22 @@ func sectorParams() (rk, rounds, dst, src, tweaks, sectors, blocks Register) {
 	return
 }
 
+// loopTail advances src and dst past a group of step bytes, loops over the
+// sector's groups and then over the sectors (one 16-byte tweak each), and
+// places the done label.
+func loopTail(name string, step uint32, src, dst, groups, tw, sectors Register) {
+	ADDQ(U32(step), src)
+	ADDQ(U32(step), dst)
+	DECQ(groups)
+	JNZ(LabelRef(name + "_group"))
+
+	ADDQ(U8(16), tw)
+	DECQ(sectors)
+	JMP(LabelRef(name + "_sector"))
+
+	Label(name + "_done")
+}
+
 // aesniKernel emits an SSE + AES-NI XTS kernel: for each of sectors sectors,
 // load its initial (already encrypted) tweak from tweaks, then run the
 // sector's blocks eight at a time, advancing the tweak in a register.
@@ -127,16 +143,7 @@ func aesniKernel(name string, decrypt bool, alpha Mem) {
 		PXOR(tmp, x)
 		MOVOU(x, Mem{Base: dst, Disp: 16 * i})
 	}
-	ADDQ(U32(128), src)
-	ADDQ(U32(128), dst)
-	DECQ(groups)
-	JNZ(LabelRef(name + "_group"))
-
-	ADDQ(U8(16), tw)
-	DECQ(sectors)
-	JMP(LabelRef(name + "_sector"))
-
-	Label(name + "_done")
+	loopTail(name, 128, src, dst, groups, tw, sectors)
 	Comment("Tweaks and round-key material are secrets: leave none in registers or on the stack.")
 	for _, x := range []VecPhysical{X0, X1, X2, X3, X4, X5, X6, X7, X8, X9, X11} {
 		PXOR(x, x)
@@ -244,16 +251,7 @@ func vaesKernel(name string, decrypt bool, alpha, poly Mem) {
 		VPXOR(saved.Offset(32*i), x, x)
 		VMOVDQU(x, Mem{Base: dst, Disp: 32 * i})
 	}
-	ADDQ(U32(256), src)
-	ADDQ(U32(256), dst)
-	DECQ(groups)
-	JNZ(LabelRef(name + "_group"))
-
-	ADDQ(U8(16), tw)
-	DECQ(sectors)
-	JMP(LabelRef(name + "_sector"))
-
-	Label(name + "_done")
+	loopTail(name, 256, src, dst, groups, tw, sectors)
 	Comment("Leave no round key or tweak in a register or on the stack.")
 	for _, x := range []VecPhysical{Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7, Y8, Y9, Y10, Y11} {
 		VPXOR(x, x, x)

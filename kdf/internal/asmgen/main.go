@@ -31,20 +31,26 @@ func main() {
 	Generate()
 }
 
+// compressHeader starts a compression kernel and loads its arguments.
+func compressHeader(name, isa string) (out, x, y, tmp, xor Register) {
+	TEXT(name, NOSPLIT, "func(out, x, y, tmp *[128]uint64, xor bool)")
+	Pragma("noescape")
+	Doc(name + " computes Argon2's compression function G with " + isa + ".")
+	out = Load(Param("out"), GP64())
+	x = Load(Param("x"), GP64())
+	y = Load(Param("y"), GP64())
+	tmp = Load(Param("tmp"), GP64())
+	xor = Load(Param("xor"), GP8())
+	return
+}
+
 // compress emits compressAVX2: out = R ^ P(R) (XOR-ed into out's old
 // contents when xor is set), R = x ^ y, P applied to the rows and then the
 // columns of R with BLAKE2b's round and BlaMka's multiplications, four
 // 64-bit words per YMM register. tmp is 1 KiB of scratch the caller owns
 // (and wipes). out may be x or y.
 func compress(rot24, rot16 Mem) {
-	TEXT("compressAVX2", NOSPLIT, "func(out, x, y, tmp *[128]uint64, xor bool)")
-	Pragma("noescape")
-	Doc("compressAVX2 computes Argon2's compression function G with AVX2.")
-	out := Load(Param("out"), GP64())
-	x := Load(Param("x"), GP64())
-	y := Load(Param("y"), GP64())
-	tmp := Load(Param("tmp"), GP64())
-	xor := Load(Param("xor"), GP8())
+	out, x, y, tmp, xor := compressHeader("compressAVX2", "AVX2")
 
 	a, b, c, d := Y0, Y1, Y2, Y3
 	t, m24, m16 := Y4, Y5, Y6
@@ -149,14 +155,7 @@ func compress(rot24, rot16 Mem) {
 // AVX2: two 64-bit words per XMM register, diagonals formed with PALIGNR.
 // Registers are renamed by the generator where halves only swap places.
 func compressSSE(rot24, rot16 Mem) {
-	TEXT("compressSSSE3", NOSPLIT, "func(out, x, y, tmp *[128]uint64, xor bool)")
-	Pragma("noescape")
-	Doc("compressSSSE3 computes Argon2's compression function G with SSSE3.")
-	out := Load(Param("out"), GP64())
-	x := Load(Param("x"), GP64())
-	y := Load(Param("y"), GP64())
-	tmp := Load(Param("tmp"), GP64())
-	xor := Load(Param("xor"), GP8())
+	out, x, y, tmp, xor := compressHeader("compressSSSE3", "SSSE3")
 
 	t, m24, m16 := X8, X9, X10
 	MOVOU(rot24, m24)
