@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -393,4 +394,33 @@ func TestVMUserspaceCryptsetup(t *testing.T) {
 	checkFiles(t, dev, sums)
 	sh(t, `losetup -d "$1"`, dev)
 	mustRun(t, "", "close", mp)
+}
+
+// The server's errors keep their errno through the pipe, so open's exit
+// code is the one the failure would have given in open itself.
+func TestUserspaceExitCodes(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		answer string
+		code   int
+	}{
+		{"busy", "error 16 claim /dev/sdx: device or resource busy", 5},
+		{"permission", "error 13 open /dev/sdx: permission denied", 2},
+		{"no-errno", "error 0 data segment of type \"linear\" is not supported", 1},
+		{"died", "", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseServerAnswer([]byte(tc.answer))
+			require.Error(t, err)
+			code, _ := exitCode(err)
+			require.Equal(t, tc.code, code, err)
+		})
+	}
+	code, hint := exitCode(fmt.Errorf("open disk.img: %w", userspace.ErrNoFUSE))
+	require.Equal(t, 4, code)
+	require.Equal(t, "modprobe fuse", hint)
+
+	st, err := parseServerAnswer([]byte(`ok {"mountpoint":"/mnt","pid":7}`))
+	require.NoError(t, err)
+	require.Equal(t, userspaceStatus{Mountpoint: "/mnt", PID: 7}, *st)
 }
