@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -155,6 +156,9 @@ func startRekeyJob(ctx context.Context, f *os.File, h *header.Header, passphrase
 		return fail(fmt.Errorf("volume key: %w", err))
 	}
 	if err := j.ciphers(); err != nil {
+		return fail(err)
+	}
+	if err := j.checkFSBlock(); err != nil {
 		return fail(err)
 	}
 	dev, err := deviceSize(f)
@@ -453,4 +457,28 @@ func (j *rekeyJob) finish() error {
 		}
 	}
 	return j.f.Sync()
+}
+
+// checkFSBlock refuses a sector size larger than the block size of an
+// ext2/3/4 file system inside the volume: the kernel could not mount it
+// on the new mapping.
+func (j *rekeyJob) checkFSBlock() error {
+	if j.newSeg.SectorSize <= j.oldSeg.SectorSize {
+		return nil
+	}
+	head := make([]byte, 4096)
+	defer secret.Wipe(head)
+	if _, err := j.f.ReadAt(head, int64(j.oldSeg.Offset)); err != nil {
+		return fmt.Errorf("read the start of the data: %w", err)
+	}
+	if err := j.oldC.Decrypt(head, head, 0); err != nil {
+		return err
+	}
+	if binary.LittleEndian.Uint16(head[1024+56:]) != 0xef53 {
+		return nil
+	}
+	if bs := 1024 << binary.LittleEndian.Uint32(head[1024+24:]); bs < j.newSeg.SectorSize {
+		return fmt.Errorf("%w: the ext2/3/4 file system inside uses %d-byte blocks, smaller than the %d-byte sector size asked for: it could not be mounted", kdf.ErrInvalidParams, bs, j.newSeg.SectorSize)
+	}
+	return nil
 }

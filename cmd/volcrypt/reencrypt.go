@@ -2,17 +2,22 @@ package main
 
 import (
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/volcrypt/volcrypt/header"
+	"github.com/volcrypt/volcrypt/internal/passphrase"
+	"github.com/volcrypt/volcrypt/internal/secret"
 	"github.com/volcrypt/volcrypt/volume"
 )
 
 // reencryptCommands returns the commands for encrypt, decrypt, reencrypt (issue 8).
 func (a *app) reencryptCommands() []*cobra.Command {
-	return []*cobra.Command{a.encryptCommand(), a.decryptCommand()}
+	return []*cobra.Command{a.encryptCommand(), a.decryptCommand(), a.rekeyCommand()}
 }
 
 func (a *app) encryptCommand() *cobra.Command {
@@ -139,6 +144,127 @@ first chunk is done.`,
 	cmd.Flags().StringVar(&hdr, "header", "", "file that holds the header while the decryption runs")
 	a.addJSONFlag(cmd)
 	return cmd
+}
+
+func (a *app) rekeyCommand() *cobra.Command {
+	var (
+		o        volume.ReencryptOptions
+		key      keyFlags
+		keepKeys []string
+	)
+	cmd := &cobra.Command{
+		Use:   "reencrypt [flags] DEVICE",
+		Short: "Give a volume a new volume key and rewrite its data in place (resumable)",
+		Long: `Rewrite all data of a LUKS2 volume with a new volume key (and optionally another
+cipher, key size or sector size), in place. Every key slot to keep is re-wrapped
+with the new key under its own passphrase and KDF: the slot your passphrase opens,
+each slot named by --keep-key-file SLOT=FILE, and, on a terminal, each other slot
+whose passphrase you type when asked (an empty answer removes it). Tokens follow
+their slots. Slots whose passphrase nobody gives (a TPM's, a recovery password
+not at hand) are removed at the end: enroll them again afterwards. After an
+interruption (even kill -9 or a power cut) run the command again with a
+passphrase of a kept slot; cryptsetup reencrypt --resume-only (after
+cryptsetup repair) can finish it too.`,
+		Example: `  volcrypt reencrypt /dev/sdb1
+  volcrypt reencrypt --key-file k0 --keep-key-file 1=k1 -q disk.img`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			device := args[0]
+			mode, err := volume.ReencryptionMode(device)
+			if err != nil {
+				return err
+			}
+			if mode != "" && mode != header.ReencryptRekey {
+				return fmt.Errorf("%s is in the middle of a %s: run volcrypt %s again to finish it: %w", device, mode, mode, volume.ErrNotInReencryption)
+			}
+			resume := mode == header.ReencryptRekey
+			pass, err := a.passphrase(key, fmt.Sprintf("Enter passphrase for %s: ", device), false)
+			if err != nil {
+				return err
+			}
+			defer pass.Wipe()
+			if !resume {
+				if err := a.keepSlots(device, pass.Bytes(), keepKeys, &o); err != nil {
+					return err
+				}
+				defer func() {
+					for _, b := range o.Keep {
+						secret.Wipe(b)
+					}
+				}()
+			}
+			o.Progress = a.progressLine("reencrypt")
+			v, err := volume.Reencrypt(cmd.Context(), device, pass.Bytes(), o)
+			if err != nil {
+				return err
+			}
+			defer v.Close()
+			if a.json {
+				return a.printJSON(map[string]any{"device": device, "resumed": resume, "keyslots": v.Header.Meta.SegmentKeyslots(0)})
+			}
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	key.register(fs)
+	fs.StringArrayVar(&keepKeys, "keep-key-file", nil, "SLOT=FILE: also keep key slot SLOT, whose passphrase is in FILE (repeatable)")
+	fs.StringVarP(&o.Cipher, "cipher", "c", "", "new cipher (default: the current one)")
+	fs.IntVarP(&o.KeySizeBits, "key-size", "s", 0, "new volume key size in bits (default: the current one)")
+	fs.IntVar(&o.SectorSize, "sector-size", 0, "new encryption sector size (default: the current one)")
+	fs.Var((*sizeFlag)(&o.HotzoneBytes), "hotzone-size", "data rewritten per step (default 4m)")
+	a.addJSONFlag(cmd)
+	return cmd
+}
+
+// keepSlots collects the passphrases of the key slots to keep besides the
+// one pass opens: from --keep-key-file, then by asking on a terminal. The
+// slots left out are named, and removing them needs confirmation.
+func (a *app) keepSlots(device string, pass []byte, keepKeys []string, o *volume.ReencryptOptions) error {
+	v, err := a.load(device, "", true)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	key, opened, err := v.Unlock(pass, volume.UnlockOptions{Keyslot: -1})
+	if err != nil {
+		return err
+	}
+	key.Wipe()
+	o.Keep = map[int][]byte{}
+	for _, kv := range keepKeys {
+		slotStr, file, ok := strings.Cut(kv, "=")
+		slot, err := strconv.Atoi(slotStr)
+		if !ok || err != nil {
+			return usageError{fmt.Errorf("--keep-key-file %q: want SLOT=FILE", kv)}
+		}
+		b, err := passphrase.KeyFile{Path: file}.Read(a.stdin)
+		if err != nil {
+			return err
+		}
+		o.Keep[slot] = b
+	}
+	var dropped []string
+	for _, slot := range v.Header.Meta.SegmentKeyslots(0) {
+		if _, ok := o.Keep[slot]; ok || slot == opened {
+			continue
+		}
+		if a.prompt.IsTerminal() {
+			b, err := a.passphrase(keyFlags{}, fmt.Sprintf("Enter passphrase for key slot %d to keep it (empty: remove it): ", slot), false)
+			if err == nil && b.Len() > 0 {
+				o.Keep[slot] = slices.Clone(b.Bytes())
+				b.Wipe()
+				continue
+			}
+			if b != nil {
+				b.Wipe()
+			}
+		}
+		dropped = append(dropped, strconv.Itoa(slot))
+	}
+	if len(dropped) > 0 {
+		return a.confirm(fmt.Sprintf("Key slot(s) %s of %s will be removed: no passphrase was given for them.", strings.Join(dropped, ", "), device))
+	}
+	return nil
 }
 
 // progressLine returns a progress callback that rewrites one stderr line
