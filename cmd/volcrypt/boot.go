@@ -119,7 +119,11 @@ func (a *app) attachAll(o attachOptions, names []string) error {
 			return usageError{fmt.Errorf("%s: no line for %q", o.table, n)}
 		}
 	}
-	pr := progress.New(a.stderr, o.progressJSON)
+	// Only JSON lines: a spinner on the terminal would garble the prompts.
+	var pr *progress.Reporter
+	if o.progressJSON {
+		pr = progress.New(a.stderr, true)
+	}
 	var sum attachSummary
 	var firstErr error
 	for _, e := range entries {
