@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -61,7 +62,7 @@ func (c *stateChecker) state(t *testing.T, r io.ReaderAt) crashState {
 	meta, err := json.Marshal([]any{h.SeqID, h.Meta.Keyslots, h.Meta.Digests, h.Meta.Tokens})
 	require.NoError(t, err)
 	mh.Write(meta)
-	for _, id := range slices.Sorted(mapsKeys(h.Meta.Keyslots)) {
+	for _, id := range slices.Sorted(maps.Keys(h.Meta.Keyslots)) {
 		a := h.Meta.Keyslots[id].Area
 		area := make([]byte, a.Size)
 		_, _ = r.ReadAt(area, int64(a.Offset))
@@ -90,16 +91,6 @@ func (c *stateChecker) state(t *testing.T, r io.ReaderAt) crashState {
 	return s
 }
 
-func mapsKeys[V any](m map[int]V) func(func(int) bool) {
-	return func(yield func(int) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
 // crashCase is one header update under test.
 type crashCase struct {
 	name string
@@ -110,18 +101,28 @@ type crashCase struct {
 	op      func(v *Volume) error
 }
 
+// addKey adds passphrase pass, authorized by "A".
+func addKey(pass string) func(v *Volume) error {
+	return func(v *Volume) error {
+		vk, err := v.VolumeKey([]byte("A"), -1)
+		if err != nil {
+			return err
+		}
+		defer vk.Wipe()
+		_, err = v.AddKey(context.Background(), vk.Bytes(), []byte(pass), -1, cheapKDF)
+		return err
+	}
+}
+
+func repair(v *Volume) error {
+	_, err := v.Repair()
+	return err
+}
+
 func crashCases() []crashCase {
 	ctx := context.Background()
 	return []crashCase{
-		{name: "key-add", keys: []string{"A"}, op: func(v *Volume) error {
-			vk, err := v.VolumeKey([]byte("A"), -1)
-			if err != nil {
-				return err
-			}
-			defer vk.Wipe()
-			_, err = v.AddKey(ctx, vk.Bytes(), []byte("B"), -1, cheapKDF)
-			return err
-		}},
+		{name: "key-add", keys: []string{"A"}, op: addKey("B")},
 		{name: "key-remove", keys: []string{"A", "B"}, op: func(v *Volume) error {
 			return v.RemoveKey(0, false)
 		}},
@@ -137,32 +138,10 @@ func crashCases() []crashCase {
 			_, err := v.Erase()
 			return err
 		}},
-		{name: "repair-secondary", keys: []string{"A", "B"}, same: true, prepare: damageCopy(1), op: func(v *Volume) error {
-			_, err := v.Repair()
-			return err
-		}},
-		{name: "repair-stale-secondary", keys: []string{"A", "B"}, same: true, prepare: staleSecondary, op: func(v *Volume) error {
-			_, err := v.Repair()
-			return err
-		}},
-		{name: "key-add-over-stale-secondary", keys: []string{"A", "B"}, prepare: staleSecondary, op: func(v *Volume) error {
-			vk, err := v.VolumeKey([]byte("A"), -1)
-			if err != nil {
-				return err
-			}
-			defer vk.Wipe()
-			_, err = v.AddKey(ctx, vk.Bytes(), []byte("C"), -1, cheapKDF)
-			return err
-		}},
-		{name: "key-add-over-damaged-primary", keys: []string{"A"}, prepare: damageCopy(0), op: func(v *Volume) error {
-			vk, err := v.VolumeKey([]byte("A"), -1)
-			if err != nil {
-				return err
-			}
-			defer vk.Wipe()
-			_, err = v.AddKey(ctx, vk.Bytes(), []byte("B"), -1, cheapKDF)
-			return err
-		}},
+		{name: "repair-secondary", keys: []string{"A", "B"}, same: true, prepare: damageCopy(1), op: repair},
+		{name: "repair-stale-secondary", keys: []string{"A", "B"}, same: true, prepare: staleSecondary, op: repair},
+		{name: "key-add-over-stale-secondary", keys: []string{"A", "B"}, prepare: staleSecondary, op: addKey("C")},
+		{name: "key-add-over-damaged-primary", keys: []string{"A"}, prepare: damageCopy(0), op: addKey("B")},
 	}
 }
 
