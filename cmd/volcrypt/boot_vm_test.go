@@ -11,6 +11,17 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// volumeUUID reads a volume's UUID with dump --json.
+func volumeUUID(t *testing.T, img string) string {
+	t.Helper()
+	var dump struct {
+		UUID string `json:"uuid"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(mustRun(t, "", "dump", "--json", img).stdout), &dump))
+	require.NotEmpty(t, dump.UUID)
+	return dump.UUID
+}
+
 // TestVMAttachAllTPM: a volume enrolled with the kernel TPM is attached from
 // a crypttab line by UUID (found by scanning block devices: no udev) with
 // no one typing; after a PCR change the headless line fails with the
@@ -22,19 +33,15 @@ func TestVMAttachAllTPM(t *testing.T) {
 	}
 	img, kf, recovery := tpmVolume(t)
 	mustRun(t, "", "enroll", "tpm2", "--tpm2-device", "auto", "--tpm2-pcrs", "7", "--key-file", kf, img)
-	var dump struct {
-		UUID string `json:"uuid"`
-	}
-	require.NoError(t, json.Unmarshal([]byte(mustRun(t, "", "dump", "--json", img).stdout), &dump))
-	require.NotEmpty(t, dump.UUID)
+	uuid := volumeUUID(t, img)
 	loopDev := strings.TrimSpace(sh(t, `losetup -f --show "$1"`, img))
 	t.Cleanup(func() { _ = os.Remove("/dev/mapper/root"); sh(t, `losetup -d "$1" || true`, loopDev) })
 
 	dir := t.TempDir()
 	headless := filepath.Join(dir, "crypttab")
-	require.NoError(t, os.WriteFile(headless, []byte("root UUID="+dump.UUID+" none tpm2-device=auto,headless,discard,x-initrd.attach\n"), 0o600))
+	require.NoError(t, os.WriteFile(headless, []byte("root UUID="+uuid+" none tpm2-device=auto,headless,discard,x-initrd.attach\n"), 0o600))
 	prompted := filepath.Join(dir, "crypttab.prompt")
-	require.NoError(t, os.WriteFile(prompted, []byte("root UUID="+dump.UUID+" none tpm2-device=auto,x-initrd.attach\n"), 0o600))
+	require.NoError(t, os.WriteFile(prompted, []byte("root UUID="+uuid+" none tpm2-device=auto,x-initrd.attach\n"), 0o600))
 
 	r := mustRun(t, "", "attach-all", "--json", "--initrd", "--crypttab", headless)
 	var s attachSummary
@@ -110,16 +117,13 @@ func TestVMInitramfs(t *testing.T) {
 	mustRun(t, "", "open", "--key-file", kf, img, "setup")
 	sums := writeFiles(t, "/dev/mapper/setup")
 	mustRun(t, "", "close", "setup")
-	var dump struct {
-		UUID string `json:"uuid"`
-	}
-	require.NoError(t, json.Unmarshal([]byte(mustRun(t, "", "dump", "--json", img).stdout), &dump))
+	uuid := volumeUUID(t, img)
 	loopDev := strings.TrimSpace(sh(t, `losetup -f --show "$1"`, img))
 	t.Cleanup(func() { sh(t, `losetup -d "$1" || true`, loopDev) })
 
 	// The system's /etc/crypttab: only x-initrd.attach lines go into the initramfs.
 	table := filepath.Join(t.TempDir(), "crypttab")
-	require.NoError(t, os.WriteFile(table, []byte("# system table\nroot UUID="+dump.UUID+" none tpm2-device=auto,x-initrd.attach\nlater /dev/nonexistent none nofail\n"), 0o600))
+	require.NoError(t, os.WriteFile(table, []byte("# system table\nroot UUID="+uuid+" none tpm2-device=auto,x-initrd.attach\nlater /dev/nonexistent none nofail\n"), 0o600))
 	dest := filepath.Join(t.TempDir(), "initramfs")
 	// mkinitramfs's merged-/usr layout, made before any hook runs.
 	sh(t, `mkdir -p "$1/usr/bin" "$1/usr/sbin" "$1/usr/lib" "$1/usr/lib64" && for d in bin sbin lib lib64; do ln -s "usr/$d" "$1/$d"; done`, dest)
@@ -132,7 +136,7 @@ func TestVMInitramfs(t *testing.T) {
 	require.NoError(t, err, "hook: %s", out)
 	b, err := os.ReadFile(filepath.Join(dest, "etc", "volcrypt", "crypttab"))
 	require.NoError(t, err)
-	require.Equal(t, "root UUID="+dump.UUID+" none tpm2-device=auto,x-initrd.attach\n", string(b))
+	require.Equal(t, "root UUID="+uuid+" none tpm2-device=auto,x-initrd.attach\n", string(b))
 	sh(t, `mkdir -p "$1/scripts/local-top" && cp "$2" "$1/bin/busybox" && cp "$3" "$1/scripts/local-top/" && cp /usr/share/initramfs-tools/scripts/functions "$1/scripts/" && printf '%s' "$4" > "$1/init-sim"`,
 		dest, busybox, filepath.Join(packaging, "scripts", "local-top", "volcrypt"), initSim)
 
