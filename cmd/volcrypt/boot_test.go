@@ -231,3 +231,27 @@ func TestJSONEverywhere(t *testing.T) {
 		})
 	}
 }
+
+func TestAttachAllTPMPIN(t *testing.T) {
+	tp := swtpmtest.Start(t)
+	img, kf := formatted(t, "admin")
+	pin := keyFile(t, "2468")
+	mustRun(t, "", "enroll", "tpm2", "--tpm2-device", tp.Device, "--tpm2-with-pin", "--tpm2-pin-file", pin, "--key-file", kf, img)
+	for _, tc := range []struct {
+		name, options, stdin string
+		code                 int
+		want, msg            string
+	}{
+		{"pin-typed", "tpm2-device=auto,tpm2-pin", "2468\n", 0, "tested/tpm2", ""},
+		{"headless-no-pin", "tpm2-device=auto,tpm2-pin,headless", "2468\n", 2, "failed", "headless: no one to ask"},
+		{"wrong-pin-then-passphrase", "tpm2-device=auto,tpm2-pin", "1111\nadmin\n", 0, "tested/passphrase", "TPM2 unlock failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			table := crypttabFile(t, "v "+img+" none "+tc.options)
+			r := volcrypt(t, tc.stdin, "attach-all", "--test", "--json", "--crypttab", table, "--tpm2-device", tp.Device)
+			require.Equal(t, tc.code, r.code, r.stderr)
+			require.Equal(t, map[string]string{"v": tc.want}, statuses(attachSummaryOf(t, r)))
+			require.Contains(t, r.stderr, tc.msg)
+		})
+	}
+}
