@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
@@ -372,7 +374,13 @@ func (a *app) manCommand() *cobra.Command {
 			}
 			root := cmd.Root()
 			root.DisableAutoGenTag = true
-			return doc.GenManTree(root, &doc.GenManHeader{Section: "8", Source: "volcrypt", Manual: "volcrypt manual"}, dir)
+			hdr := &doc.GenManHeader{Section: "8", Source: "volcrypt", Manual: "volcrypt manual"}
+			// Reproducible pages: the date of the sources, not of the build.
+			if sec, err := strconv.ParseInt(os.Getenv("SOURCE_DATE_EPOCH"), 10, 64); err == nil {
+				d := time.Unix(sec, 0).UTC()
+				hdr.Date = &d
+			}
+			return doc.GenManTree(root, hdr, dir)
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "man", "directory for the pages")
