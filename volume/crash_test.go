@@ -26,8 +26,9 @@ import (
 // count of each write would leave it (the write's head or its tail landed).
 // Every such state must open with the old key set or the new one, never
 // neither; the same holds when a write fails with an I/O error and the
-// operation goes on. VOLCRYPT_CRASH_FULL=1 tears at every byte instead of
-// every byte of the first KiB and every sector boundary.
+// operation goes on. By default writes tear at sector boundaries and the
+// binary header's field edges (faultio.Points); VOLCRYPT_CRASH_FULL=1 tears
+// header writes at every byte and key material at every sector.
 
 // passphrases is the universe of keys the crash tests try on each state.
 var passphrases = []string{"A", "B", "C"}

@@ -202,20 +202,24 @@ func readOverlay(base []byte, log []Op, p []byte, off int64) (int, error) {
 }
 
 // Points returns the byte counts at which to tear a write of n bytes. With
-// full set it is every count. Otherwise it is every 512-byte sector
-// boundary of writes up to 64 KiB (header copies), 64 evenly spaced sector
+// full set it is every count for writes up to 64 KiB (header copies) and
+// every 512-byte sector boundary of larger ones. Otherwise it is every
+// sector boundary of writes up to 64 KiB, 64 evenly spaced sector
 // boundaries of larger ones (key material and wipes, where only how much
 // landed matters), and the edges of a LUKS2 binary header's fields (magic,
 // version, size, seqid, offset, checksum).
 func Points(n int, full bool) []int {
 	step := 512
-	if n > 64<<10 {
+	switch {
+	case full && n <= 64<<10:
+		step = 1
+	case !full && n > 64<<10:
 		step = max(512, n/64/512*512)
 	}
 	edges := map[int]bool{1: true, 6: true, 8: true, 16: true, 24: true, 256: true, 264: true, 448: true, 449: true, 480: true, 511: true}
 	var out []int
 	for i := 0; i <= n; i++ {
-		if full || i%step == 0 || i == n || edges[i] {
+		if i%step == 0 || i == n || edges[i] {
 			out = append(out, i)
 		}
 	}

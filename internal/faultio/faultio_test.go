@@ -69,6 +69,7 @@ func TestFail(t *testing.T) {
 func TestPoints(t *testing.T) {
 	require.Equal(t, []int{0, 1, 6, 8, 16, 24, 100}, Points(100, false))
 	require.Len(t, Points(4096, true), 4097)
+	require.Len(t, Points(1<<20, true), 2048+12)
 	require.Len(t, Points(16384, false), 33+11)
 	require.LessOrEqual(t, len(Points(16<<20, false)), 66+12)
 }
