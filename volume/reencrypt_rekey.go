@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -354,11 +353,9 @@ func (j *rekeyJob) run(ctx context.Context) error {
 			}
 			j.recover = false
 		} else {
-			if err := j.oldC.Decrypt(b, b, uint64(p/512)); err != nil {
-				return err
-			}
-			// Checksums of the plain blocks first, then the hotzone in the
-			// metadata: a crash from here on is recovered block by block.
+			// Checksums of the old blocks as they are on disk first, then
+			// the hotzone in the metadata: after a crash from here on, a
+			// block whose checksum still matches is old, any other new.
 			n := (end - p) / j.block
 			for i := range n {
 				s := sha256.Sum256(b[i*j.block : (i+1)*j.block])
@@ -369,6 +366,9 @@ func (j *rekeyJob) run(ctx context.Context) error {
 			}
 			j.setSegments(p, true)
 			if err := j.h.Write(j.f); err != nil {
+				return err
+			}
+			if err := j.oldC.Decrypt(b, b, uint64(p/512)); err != nil {
 				return err
 			}
 		}
@@ -390,39 +390,25 @@ func (j *rekeyJob) run(ctx context.Context) error {
 	return j.finish()
 }
 
-// ErrHotzoneDamaged means a block of the hotzone in progress matches
-// neither its old nor its new encryption: it was changed by something else.
-var ErrHotzoneDamaged = errors.New("hotzone block matches neither key")
-
-// recoverHotzone turns the raw hotzone b (each block either still old or
-// already new) into plaintext, using the stored checksums of the plain
-// blocks.
+// recoverHotzone turns the raw hotzone b, each block either still old or
+// already new, into plaintext, as cryptsetup's checksum recovery does: a
+// block whose checksum matches the stored one is old.
 func (j *rekeyJob) recoverHotzone(b []byte, p int64) error {
 	n := int64(len(b)) / j.block
 	sums := make([]byte, n*sha256.Size)
 	if _, err := j.f.ReadAt(sums, int64(j.area.Offset)); err != nil {
 		return fmt.Errorf("read hotzone checksums: %w", err)
 	}
-	tmp := make([]byte, j.block)
-	defer secret.Wipe(tmp)
 	for i := range n {
 		raw := b[i*j.block : (i+1)*j.block]
 		iv := uint64((p + i*j.block) / 512)
-		want := sums[i*sha256.Size : (i+1)*sha256.Size]
-		ok := false
-		for _, c := range []*crypt.Cipher{j.oldC, j.newC} {
-			if err := c.Decrypt(tmp, raw, iv); err != nil {
-				return err
-			}
-			s := sha256.Sum256(tmp)
-			if subtle.ConstantTimeCompare(s[:], want) == 1 {
-				copy(raw, tmp)
-				ok = true
-				break
-			}
+		s := sha256.Sum256(raw)
+		c := j.newC
+		if subtle.ConstantTimeCompare(s[:], sums[i*sha256.Size:(i+1)*sha256.Size]) == 1 {
+			c = j.oldC
 		}
-		if !ok {
-			return fmt.Errorf("recover block at %d: %w", j.offset+p+i*j.block, ErrHotzoneDamaged)
+		if err := c.Decrypt(raw, raw, iv); err != nil {
+			return err
 		}
 	}
 	return nil

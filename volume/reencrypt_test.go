@@ -20,6 +20,12 @@ import (
 
 const testPass = "in-place passphrase"
 
+// The interruption tests' images: small, to keep CI (with -race) fast.
+const (
+	testDev    = 40 << 20
+	testReduce = 8 << 20
+)
+
 // fsImage makes a device image of devSize bytes holding an ext4 file system
 // of fsSize bytes full of files, and returns its path and the plain bytes
 // of the file system.
@@ -104,7 +110,7 @@ func TestEncryptInPlace(t *testing.T) {
 		sector       int
 		cipher       string
 	}{
-		{"64m-reduce-16m", 64 << 20, 48 << 20, 16 << 20, 0, ""},
+		{"40m-reduce-8m", 40 << 20, 32 << 20, 8 << 20, 0, ""},
 		{"uneven-tail", 40<<20 + 12<<10, 32<<20 + 12<<10, 8 << 20, 0, ""},
 		{"4k-sectors-aes256", 48 << 20, 32 << 20, 16 << 20, 4096, "aes-xts-plain64"},
 	} {
@@ -137,17 +143,17 @@ func TestEncryptInPlace(t *testing.T) {
 }
 
 func TestEncryptRefuses(t *testing.T) {
-	img, _ := fsImage(t, 64<<20, 56<<20, 2)
-	_, err := Encrypt(context.Background(), img, []byte(testPass), encryptOpts(16<<20))
+	img, _ := fsImage(t, 40<<20, 36<<20, 2)
+	_, err := Encrypt(context.Background(), img, []byte(testPass), encryptOpts(testReduce))
 	require.ErrorIs(t, err, kdf.ErrInvalidParams, "file system larger than what is left")
 	_, err = Encrypt(context.Background(), img, []byte(testPass), encryptOpts(0))
 	require.ErrorIs(t, err, kdf.ErrInvalidParams)
 
-	img, _ = fsImage(t, 64<<20, 48<<20, 2)
-	v, err := Encrypt(context.Background(), img, []byte(testPass), encryptOpts(16<<20))
+	img, _ = fsImage(t, 40<<20, 32<<20, 2)
+	v, err := Encrypt(context.Background(), img, []byte(testPass), encryptOpts(testReduce))
 	require.NoError(t, err)
 	v.Close()
-	_, err = Encrypt(context.Background(), img, []byte(testPass), encryptOpts(16<<20))
+	_, err = Encrypt(context.Background(), img, []byte(testPass), encryptOpts(testReduce))
 	require.ErrorIs(t, err, ErrNotInReencryption, "already encrypted")
 }
 
@@ -168,7 +174,7 @@ func TestHelperEncryptChild(t *testing.T) {
 	if img == "" {
 		t.Skip("helper process only")
 	}
-	v, err := Encrypt(context.Background(), img, []byte(testPass), encryptOpts(16<<20))
+	v, err := Encrypt(context.Background(), img, []byte(testPass), encryptOpts(testReduce))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
@@ -217,7 +223,7 @@ func timeChild(t *testing.T, img string, cmd func(string) *exec.Cmd) time.Durati
 }
 
 func TestEncryptKilledAndResumed(t *testing.T) {
-	const dev, fs = 64 << 20, 48 << 20
+	const dev, fs = testDev, testDev - testReduce
 	img, plain := fsImage(t, dev, fs, 3)
 	full := timeChild(t, img, encryptChild)
 	orig, err := os.ReadFile(img)
@@ -236,7 +242,7 @@ func TestEncryptKilledAndResumed(t *testing.T) {
 			}
 			if killed {
 				// Resume in-process, as running the command again does.
-				v, err := Encrypt(context.Background(), img, []byte(testPass), encryptOpts(16<<20))
+				v, err := Encrypt(context.Background(), img, []byte(testPass), encryptOpts(testReduce))
 				require.NoError(t, err)
 				v.Close()
 			}
@@ -254,9 +260,9 @@ func TestEncryptResumeAcrossTools(t *testing.T) {
 	if err != nil {
 		t.Skip("cryptsetup not installed")
 	}
-	const dev, fs = 64 << 20, 48 << 20
+	const dev, fs = testDev, testDev - testReduce
 	csEncrypt := func(img string) *exec.Cmd {
-		cmd := exec.Command(cs, "reencrypt", "--encrypt", "--force-offline-reencrypt", "--reduce-device-size", "16M",
+		cmd := exec.Command(cs, "reencrypt", "--encrypt", "--force-offline-reencrypt", "--reduce-device-size", "8M",
 			"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "-q", "--key-file", "-", img)
 		cmd.Stdin = bytes.NewReader([]byte(testPass))
 		return cmd
@@ -278,7 +284,7 @@ func TestEncryptResumeAcrossTools(t *testing.T) {
 	}{
 		{"volcrypt-then-cryptsetup", encryptChild, func(t *testing.T, img string) { csResume(img) }},
 		{"cryptsetup-then-volcrypt", csEncrypt, func(t *testing.T, img string) {
-			v, err := Encrypt(context.Background(), img, []byte(testPass), encryptOpts(16<<20))
+			v, err := Encrypt(context.Background(), img, []byte(testPass), encryptOpts(testReduce))
 			require.NoError(t, err)
 			v.Close()
 		}},
@@ -416,7 +422,7 @@ func requirePlainFS(t *testing.T, img string, plain []byte) {
 }
 
 func TestDecryptInPlace(t *testing.T) {
-	const dev, fs = 64 << 20, 48 << 20
+	const dev, fs = testDev, testDev - testReduce
 	img, plain := encryptedImage(t, dev, fs, 5)
 	hdr := filepath.Join(t.TempDir(), "hdr")
 	err := Decrypt(context.Background(), img, []byte("wrong"), DecryptOptions{HeaderFile: hdr})
@@ -445,7 +451,7 @@ func TestHelperDecryptChild(t *testing.T) {
 }
 
 func TestDecryptKilledAndResumed(t *testing.T) {
-	const dev, fs = 64 << 20, 48 << 20
+	const dev, fs = testDev, testDev - testReduce
 	img, plain := encryptedImage(t, dev, fs, 6)
 	hdr := filepath.Join(t.TempDir(), "hdr")
 	child := func(img string) *exec.Cmd {
@@ -488,7 +494,7 @@ func TestDecryptResumedByCryptsetup(t *testing.T) {
 	if err != nil {
 		t.Skip("cryptsetup not installed")
 	}
-	const dev, fs = 64 << 20, 48 << 20
+	const dev, fs = testDev, testDev - testReduce
 	img, plain := encryptedImage(t, dev, fs, 9)
 	hdr := filepath.Join(t.TempDir(), "hdr")
 	orig, err := os.ReadFile(img)
@@ -527,7 +533,7 @@ const secondPass = "second passphrase"
 // that a token names, and the plain bytes of its file system.
 func rekeyImage(t *testing.T, seed uint64) (string, []byte) {
 	t.Helper()
-	img, plain := encryptedImage(t, 64<<20, 48<<20, seed)
+	img, plain := encryptedImage(t, testDev, testDev-testReduce, seed)
 	v, err := Load(img, LoadOptions{})
 	require.NoError(t, err)
 	defer v.Close()
@@ -677,10 +683,23 @@ func TestReencryptResumeAcrossTools(t *testing.T) {
 			img, plain := rekeyImage(t, 13)
 			orig, err := os.ReadFile(img)
 			require.NoError(t, err)
+			// Kill inside a hotzone (the state that needs checksum
+			// recovery) when possible, else anywhere mid-run.
+			inHotzone := func(h *header.Header) bool {
+				_, hot := h.Meta.SegmentByFlag(header.FlagInReencryption)
+				return hot != nil
+			}
 			interrupted := false
-			for try := range 8 {
+			for try := range 12 {
 				require.NoError(t, os.WriteFile(img, orig, 0o600))
-				if killMidRun(t, tc.start(img), img, time.Duration(try)*10*time.Millisecond) {
+				ready := []func(*header.Header) bool{inHotzone}
+				if try >= 8 {
+					ready = nil
+				}
+				if killMidRun(t, tc.start(img), img, 0, ready...) {
+					h, err := readHeader(img)
+					require.NoError(t, err)
+					t.Logf("killed in a hotzone: %v", inHotzone(h))
 					interrupted = true
 					break
 				}
