@@ -91,6 +91,8 @@ func openFile(path string, readOnly bool) (*os.File, error) {
 		return nil, fmt.Errorf("%s: %w", path, ErrPermission)
 	case errors.Is(err, unix.EBUSY):
 		return nil, fmt.Errorf("%s: %w", path, ErrInUse)
+	case errors.Is(err, unix.EISDIR):
+		return nil, fmt.Errorf("%s is not a block device or image file: %w", path, ErrDeviceNotFound)
 	default:
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}

@@ -394,3 +394,59 @@ func hostileVolumeKF(t *testing.T) (string, string) {
 	img := hostileVolume(t, "base", kdf.Params{Algorithm: kdf.PBKDF2, Hash: "sha256", Time: 1000})
 	return img, keyFile(t, "base")
 }
+
+// TestReliabilityCommandsBadDevices: missing paths, directories, devices
+// without a LUKS header and truncated images get a one-line error, the
+// right exit code, and no write.
+func TestReliabilityCommandsBadDevices(t *testing.T) {
+	img, _ := cheapVolume(t, "pass")
+	h := readHeader(t, img)
+	b, err := os.ReadFile(img)
+	require.NoError(t, err)
+	truncated := filepath.Join(t.TempDir(), "truncated.img")
+	require.NoError(t, os.WriteFile(truncated, b[:h.Size+100], 0o600))
+	blank := image(t, 20<<20)
+	backup := filepath.Join(t.TempDir(), "ok.hdr")
+	mustRun(t, "", "header", "backup", "--file", backup, img)
+	for _, dev := range []struct {
+		name, path string
+		code       int
+	}{
+		{"missing", filepath.Join(t.TempDir(), "nope"), 4},
+		{"directory", t.TempDir(), 4},
+		{"not-luks", blank, 1},
+	} {
+		for _, args := range [][]string{
+			{"repair"}, {"erase", "-q"}, {"header", "backup", "--file", filepath.Join(t.TempDir(), "x.hdr")},
+		} {
+			t.Run(dev.name+"-"+args[0], func(t *testing.T) {
+				var before string
+				if st, err := os.Stat(dev.path); err == nil && st.Mode().IsRegular() {
+					before = fileHash(t, dev.path)
+				}
+				r := volcrypt(t, "", append(args, dev.path)...)
+				require.Equal(t, dev.code, r.code, r.stderr)
+				require.Equal(t, 1, strings.Count(r.stderr, "error: "), r.stderr)
+				require.LessOrEqual(t, strings.Count(r.stderr, "\n"), 2, r.stderr)
+				if before != "" {
+					require.Equal(t, before, fileHash(t, dev.path))
+				}
+			})
+		}
+	}
+	t.Run("truncated-image-restore", func(t *testing.T) {
+		before := fileHash(t, truncated)
+		r := volcrypt(t, "", "header", "restore", "-q", "--file", backup, truncated)
+		require.Equal(t, 4, r.code, r.stderr)
+		require.Equal(t, before, fileHash(t, truncated))
+	})
+	t.Run("truncated-backup-file", func(t *testing.T) {
+		short := filepath.Join(t.TempDir(), "short.hdr")
+		require.NoError(t, os.WriteFile(short, b[:2*h.Size+4096], 0o600))
+		before := fileHash(t, img)
+		r := volcrypt(t, "", "header", "restore", "-q", "--file", short, img)
+		require.Equal(t, 1, r.code, r.stderr)
+		require.Contains(t, r.stderr, "key slots need")
+		require.Equal(t, before, fileHash(t, img))
+	})
+}
