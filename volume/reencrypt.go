@@ -53,15 +53,11 @@ func Encrypt(ctx context.Context, path string, passphrase []byte, o EncryptOptio
 	if o.HeaderFile != "" {
 		return nil, fmt.Errorf("%w: in-place encryption with a detached header is not implemented yet; use --reduce-device-size", kdf.ErrInvalidParams)
 	}
-	f, err := openFile(path, false)
+	f, l, err := openLocked(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	l, err := lock.Exclusive(path)
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
 	defer l.Unlock()
 
 	var job *shiftJob
@@ -85,6 +81,21 @@ func Encrypt(ctx context.Context, path string, passphrase []byte, o EncryptOptio
 	l.Unlock()
 	f.Close()
 	return Load(path, LoadOptions{Logger: o.Logger})
+}
+
+// openLocked opens a device or image for an in-place operation and takes
+// cryptsetup's exclusive lock on it for the whole run.
+func openLocked(path string) (*os.File, *lock.Lock, error) {
+	f, err := openFile(path, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := lock.Exclusive(path)
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return f, l, nil
 }
 
 // shiftJob is an encryption with a data shift: cryptsetup's "datashift"

@@ -9,7 +9,6 @@ import (
 
 	"github.com/volcrypt/volcrypt/crypt"
 	"github.com/volcrypt/volcrypt/header"
-	"github.com/volcrypt/volcrypt/internal/lock"
 	"github.com/volcrypt/volcrypt/internal/secret"
 	"github.com/volcrypt/volcrypt/kdf"
 )
@@ -34,15 +33,11 @@ func Decrypt(ctx context.Context, path string, passphrase []byte, o DecryptOptio
 	if o.HeaderFile == "" {
 		return fmt.Errorf("%w: decryption moves the header to a file while it runs; name one with --header", kdf.ErrInvalidParams)
 	}
-	f, err := openFile(path, false)
+	f, l, err := openLocked(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	l, err := lock.Exclusive(path)
-	if err != nil {
-		return fmt.Errorf("lock %s: %w", path, err)
-	}
 	defer l.Unlock()
 
 	var j *unshiftJob

@@ -14,7 +14,6 @@ import (
 
 	"github.com/volcrypt/volcrypt/crypt"
 	"github.com/volcrypt/volcrypt/header"
-	"github.com/volcrypt/volcrypt/internal/lock"
 	"github.com/volcrypt/volcrypt/internal/secret"
 	"github.com/volcrypt/volcrypt/kdf"
 )
@@ -45,15 +44,11 @@ const defaultHotzone = 4 << 20
 // (cryptsetup's "checksum" resilience), so an interruption at any point
 // loses nothing.
 func Reencrypt(ctx context.Context, path string, passphrase []byte, o ReencryptOptions) (*Volume, error) {
-	f, err := openFile(path, false)
+	f, l, err := openLocked(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	l, err := lock.Exclusive(path)
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
 	defer l.Unlock()
 	h, err := header.Read(f)
 	if err != nil {
