@@ -179,10 +179,11 @@ Without a header backup made before, the data is lost for good.`,
 // limitFlags raise the caps on the KDF cost volcrypt accepts from a header
 // when unlocking (kdf.HostLimits otherwise). A header's Argon2 or PBKDF2
 // cost beyond them is refused at once with a kdf.CostError naming the flag,
-// instead of running for hours or exhausting memory. Open and the key
-// commands register them with register (or, where the KDF flags of a new
-// key slot already use these names, with registerLimitsOnly) and pass
-// limits() in volume.UnlockOptions.
+// instead of running for hours or exhausting memory. Open registers them
+// with register and passes limits() in volume.UnlockOptions (through
+// app.unlockLimits); commands whose KDF flags for a new key slot already
+// use these names (key add, key change) can take the limits from them with
+// fromKDF.
 type limitFlags struct {
 	memoryKiB, time, threads, iterations uint32
 }
