@@ -27,7 +27,7 @@ func (a *app) unlockExisting(v *volume.Volume, key keyFlags) (*secret.Buffer, er
 		return nil, err
 	}
 	defer pass.Wipe()
-	vk, _, err := v.Unlock(pass.Bytes(), volume.UnlockOptions{Keyslot: key.slot})
+	vk, _, err := v.Unlock(pass.Bytes(), volume.UnlockOptions{Keyslot: key.slot, Limits: a.unlockLimits})
 	return vk, err
 }
 

@@ -62,6 +62,9 @@ func (a *app) keyAddCommand() *cobra.Command {
 			if key.file != "" && key.file == newKey.file && key.file == "-" {
 				return usageError{fmt.Errorf("--key-file and --new-key-file cannot both read standard input")}
 			}
+			var lim limitFlags
+			lim.fromKDF(kf)
+			a.unlockLimits = lim.limits()
 			vk, err := a.unlockExisting(v, key)
 			if err != nil {
 				return err

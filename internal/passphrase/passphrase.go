@@ -57,6 +57,9 @@ func (k KeyFile) Read(stdin io.Reader) ([]byte, error) {
 		}
 	}
 	limit := int64(MaxKeyFileBytes)
+	if k.Size > MaxKeyFileBytes {
+		return nil, fmt.Errorf("--keyfile-size %d is larger than the %d bytes a key file may have", k.Size, MaxKeyFileBytes)
+	}
 	if k.Size > 0 {
 		limit = k.Size
 	}

@@ -24,6 +24,7 @@ func TestKeyFile(t *testing.T) {
 		{"size-too-large", KeyFile{Path: p, Size: 100}, "", "asks for 100"},
 		{"missing", KeyFile{Path: p + "x"}, "", "no such file"},
 		{"offset-past-end", KeyFile{Path: p, Offset: 11}, "", "empty"},
+		{"size-above-cap", KeyFile{Path: p, Size: MaxKeyFileBytes + 1}, "", "larger than"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := tc.kf.Read(nil)
