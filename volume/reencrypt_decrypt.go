@@ -136,8 +136,11 @@ func startUnshiftJob(ctx context.Context, f *os.File, hfPath string, passphrase 
 	}
 	// The header with its key slots goes to the file first; only then is
 	// the device's copy wiped, which the first hotzone overwrites anyway.
-	// A rerun finds the file and resumes from it.
-	hf, err := os.OpenFile(hfPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	// The file is written under a temporary name and renamed when complete,
+	// so that a rerun after a crash finds either no file (and starts over
+	// from the intact device header) or a complete one (and resumes).
+	partial := hfPath + ".partial"
+	hf, err := os.OpenFile(partial, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		j.close()
 		return nil, fmt.Errorf("header file: %w", err)
@@ -145,8 +148,17 @@ func startUnshiftJob(ctx context.Context, f *os.File, hfPath string, passphrase 
 	j.hf = hf
 	if err := j.exportHeader(); err != nil {
 		j.close()
-		os.Remove(hfPath)
+		os.Remove(partial)
 		return nil, err
+	}
+	if err := os.Rename(partial, hfPath); err != nil {
+		j.close()
+		os.Remove(partial)
+		return nil, fmt.Errorf("header file: %w", err)
+	}
+	if err := syncDir(filepath.Dir(hfPath)); err != nil {
+		j.close()
+		return nil, fmt.Errorf("header file: %w", err)
 	}
 	if err := zeroRange(f, 0, h.KeyslotsEnd()); err != nil {
 		j.close()
@@ -169,7 +181,7 @@ func (j *unshiftJob) exportHeader() error {
 	if err := j.h.Write(j.hf); err != nil {
 		return fmt.Errorf("header file: %w", err)
 	}
-	return syncDir(filepath.Dir(j.hfPath))
+	return nil
 }
 
 func syncDir(dir string) error {
