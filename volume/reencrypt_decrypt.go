@@ -40,6 +40,19 @@ func Decrypt(ctx context.Context, path string, passphrase []byte, o DecryptOptio
 	defer f.Close()
 	defer l.Unlock()
 
+	// A crash during the final clean-up leaves the renamed header file:
+	// destroy it, and if the device holds no LUKS header any more the
+	// decryption is finished.
+	if _, err := os.Stat(o.HeaderFile + ".done"); err == nil {
+		if err := destroyHeaderFile(o.HeaderFile + ".done"); err != nil {
+			return err
+		}
+		if _, err := os.Stat(o.HeaderFile); errors.Is(err, os.ErrNotExist) {
+			if _, err := header.Read(f); errors.Is(err, header.ErrNotLUKS) {
+				return nil
+			}
+		}
+	}
 	var j *unshiftJob
 	if _, err := os.Stat(o.HeaderFile); err == nil {
 		j, err = resumeUnshiftJob(f, o.HeaderFile, passphrase)
@@ -329,14 +342,38 @@ func (j *unshiftJob) run(ctx context.Context) error {
 	if err := zeroRange(j.f, j.size, j.size+j.shift); err != nil {
 		return fmt.Errorf("wipe the encrypted leftovers: %w", err)
 	}
-	// The header file now guards nothing; its key slots go with it.
-	if err := zeroRange(j.hf, 0, j.h.KeyslotsEnd()); err != nil {
-		return fmt.Errorf("wipe header file: %w", err)
-	}
+	// The header file now guards nothing; its key slots go with it. It is
+	// renamed first, so that a rerun after a crash from here on finds the
+	// decryption finished and only completes this clean-up.
 	j.hf.Close()
 	j.hf = nil
-	if err := os.Remove(j.hfPath); err != nil {
+	done := j.hfPath + ".done"
+	if err := os.Rename(j.hfPath, done); err != nil {
+		return fmt.Errorf("header file: %w", err)
+	}
+	if err := syncDir(filepath.Dir(j.hfPath)); err != nil {
+		return err
+	}
+	return destroyHeaderFile(done)
+}
+
+// destroyHeaderFile overwrites a finished decryption's header file with
+// zeros and removes it.
+func destroyHeaderFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("header file: %w", err)
+	}
+	size, err := deviceSize(f)
+	if err == nil {
+		err = zeroRange(f, 0, size)
+	}
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("wipe header file: %w", err)
+	}
+	if err := os.Remove(path); err != nil {
 		return fmt.Errorf("remove header file: %w", err)
 	}
-	return syncDir(filepath.Dir(j.hfPath))
+	return syncDir(filepath.Dir(path))
 }

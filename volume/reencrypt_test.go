@@ -467,10 +467,15 @@ func TestDecryptKilledAndResumed(t *testing.T) {
 		t.Run(fmt.Sprintf("kill-%d-after-%v", i, delay.Round(time.Millisecond)), func(t *testing.T) {
 			require.NoError(t, os.WriteFile(img, orig, 0o600))
 			os.Remove(hdr)
+			os.Remove(hdr + ".done")
 			killed := runAndKill(t, child(img), delay)
 			t.Logf("killed mid-run: %v", killed)
-			if _, err := os.Stat(hdr); err == nil {
+			_, errDone := os.Stat(hdr + ".done")
+			if _, err := os.Stat(hdr); err == nil || errDone == nil {
+				// Killed with the header file in place (resume), or during the
+				// final clean-up (the rerun only destroys the renamed file).
 				require.NoError(t, Decrypt(context.Background(), img, []byte(testPass), DecryptOptions{HeaderFile: hdr}))
+				require.NoFileExists(t, hdr+".done", "the rerun destroys the finished header file")
 			} else if killed {
 				// Killed before the header file existed, or after it was
 				// removed: either the volume or the plain data is whole.
