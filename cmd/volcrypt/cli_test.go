@@ -351,3 +351,16 @@ func TestDetachedHeader(t *testing.T) {
 	mustRun(t, "", append(append([]string{"key", "add", "--key-file", kf, "--new-key-file", keyFile(t, "second"), "--header", hdr}, cheap...), data)...)
 	mustCryptsetup(t, "open", "--test-passphrase", "--key-file", keyFile(t, "second"), "--header", hdr, data)
 }
+
+func TestBothKeysFromStdinRefused(t *testing.T) {
+	img := image(t, 32<<20)
+	kf := keyFile(t, "k")
+	mustRun(t, "", append(append([]string{"format", "-q", "--key-file", kf}, cheap...), img)...)
+	before := fileHash(t, img)
+	for _, sub := range []string{"add", "change"} {
+		r := volcrypt(t, "k", "key", sub, "--key-file", "-", "--new-key-file", "-", img)
+		require.Equal(t, 1, r.code, r.stderr)
+		require.Contains(t, r.stderr, "cannot both read standard input")
+	}
+	require.Equal(t, before, fileHash(t, img))
+}

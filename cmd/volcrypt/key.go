@@ -29,6 +29,15 @@ type newKeyFlags struct {
 	slot int
 }
 
+// oneStdin refuses reading both the existing and the new key from
+// standard input.
+func oneStdin(key keyFlags, newKey newKeyFlags) error {
+	if key.file == "-" && newKey.file == "-" {
+		return usageError{fmt.Errorf("--key-file and --new-key-file cannot both read standard input")}
+	}
+	return nil
+}
+
 func (a *app) newPassphrase(n newKeyFlags, device string) (*secret.Buffer, error) {
 	if n.file != "" {
 		b, err := passphrase.KeyFile{Path: n.file}.Read(a.stdin)
@@ -59,8 +68,8 @@ func (a *app) keyAddCommand() *cobra.Command {
 				return err
 			}
 			defer v.Close()
-			if key.file != "" && key.file == newKey.file && key.file == "-" {
-				return usageError{fmt.Errorf("--key-file and --new-key-file cannot both read standard input")}
+			if err := oneStdin(key, newKey); err != nil {
+				return err
 			}
 			var lim limitFlags
 			lim.fromKDF(kf)
@@ -172,6 +181,9 @@ func (a *app) keyChangeCommand() *cobra.Command {
 				return err
 			}
 			defer v.Close()
+			if err := oneStdin(key, newKey); err != nil {
+				return err
+			}
 			pass, err := a.passphrase(key, "Enter passphrase to be changed: ", false)
 			if err != nil {
 				return err
