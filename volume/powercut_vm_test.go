@@ -52,8 +52,10 @@ func TestVMPowerCutDuringKeyAdd(t *testing.T) {
 				done <- err
 				return
 			}
-			defer v.Close()
-			done <- addKey("B")(v)
+			err = addKey("B")(v)
+			// Close before reporting, so the device is free to remove.
+			v.Close()
+			done <- err
 		}()
 		if i > 0 {
 			time.Sleep(time.Duration(mrand.Int64N(int64(run) * 3 / 2)))
