@@ -177,18 +177,32 @@ func (a *app) unlock(v *volume.Volume, key keyFlags, tf tpmFlags, tokens tokenFl
 		if tokens.only {
 			return nil, -1, err
 		}
-		tokenErr = err
 		if !errors.Is(err, volume.ErrNoToken) {
-			fmt.Fprintf(a.stderr, "TPM2 unlock failed: %s\n", oneLine(err))
+			tokenErr = err
 		}
+	}
+	// Say why the TPM did not unlock before asking on a terminal; without
+	// one, only once a passphrase was read — else the TPM's reason is the
+	// error itself.
+	notice := func() {
+		if tokenErr != nil {
+			fmt.Fprintf(a.stderr, "TPM2 unlock failed: %s\n", oneLine(tokenErr))
+		}
+	}
+	terminal := a.prompt.IsTerminal()
+	if terminal {
+		notice()
 	}
 	pass, err := a.passphrase(key, fmt.Sprintf("Enter passphrase for %s: ", v.Path), false)
 	if err != nil {
-		if tokenErr != nil && !errors.Is(tokenErr, volume.ErrNoToken) && errors.Is(err, passphrase.ErrNoTerminal) {
+		if tokenErr != nil && errors.Is(err, passphrase.ErrNoTerminal) {
 			return nil, -1, tokenErr
 		}
 		return nil, -1, err
 	}
 	defer pass.Wipe()
+	if !terminal {
+		notice()
+	}
 	return v.Unlock(pass.Bytes(), volume.UnlockOptions{Keyslot: key.slot, Limits: a.unlockLimits})
 }
