@@ -18,6 +18,8 @@ func (a *app) reliabilityCommands() []*cobra.Command {
 	hdr := &cobra.Command{
 		Use:   "header",
 		Short: "Back up and restore a volume's header and key slots",
+		Example: `  volcrypt header backup --file /root/sda3.hdr /dev/sda3
+  volcrypt header restore --file /root/sda3.hdr /dev/sda3`,
 	}
 	hdr.AddCommand(a.headerBackupCommand(), a.headerRestoreCommand())
 	return []*cobra.Command{hdr, a.repairCommand(), a.eraseCommand()}

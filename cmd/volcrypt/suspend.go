@@ -15,6 +15,8 @@ func (a *app) tpm2Commands() []*cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "tpm2",
 		Short: "Suspend and resume TPM protection around a firmware or boot-loader update",
+		Example: `  volcrypt tpm2 suspend --reboot-count 1 /dev/sda3
+  volcrypt tpm2 resume /dev/sda3`,
 	}
 	var (
 		key        keyFlags
