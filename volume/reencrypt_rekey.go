@@ -32,7 +32,9 @@ type ReencryptOptions struct {
 	Keep map[int][]byte
 	// HotzoneBytes is how much data is rewritten per step (4 MiB by default).
 	HotzoneBytes int64
-	Progress     func(Progress)
+	// HeaderFile is the volume's detached header, if it has one.
+	HeaderFile string
+	Progress   func(Progress)
 }
 
 const defaultHotzone = 4 << 20
@@ -50,18 +52,28 @@ func Reencrypt(ctx context.Context, path string, passphrase []byte, o ReencryptO
 	}
 	defer f.Close()
 	defer l.Unlock()
-	h, err := header.Read(f)
+	hf, err := openHeaderFile(f, o.HeaderFile)
 	if err != nil {
-		return nil, fmt.Errorf("read header of %s: %w", path, err)
+		return nil, err
+	}
+	if hf != f {
+		defer hf.Close()
+	}
+	h, err := header.Read(hf)
+	if err != nil {
+		return nil, fmt.Errorf("read header of %s: %w", hf.Name(), err)
 	}
 	if err := checkWritable(h); err != nil {
 		return nil, err
 	}
 	var j *rekeyJob
 	if _, k := h.Meta.ReencryptKeyslot(); k != nil {
-		j, err = resumeRekeyJob(f, h, passphrase)
+		if k.Mode != header.ReencryptRekey {
+			return nil, fmt.Errorf("%w: %s is in the middle of a %s; finish that first", ErrNotInReencryption, path, k.Mode)
+		}
+		j, err = resumeRekeyJob(f, hf, h, passphrase)
 	} else {
-		j, err = startRekeyJob(ctx, f, h, passphrase, o)
+		j, err = startRekeyJob(ctx, f, hf, h, passphrase, o)
 	}
 	if err != nil {
 		return nil, err
@@ -73,20 +85,33 @@ func Reencrypt(ctx context.Context, path string, passphrase []byte, o ReencryptO
 	}
 	l.Unlock()
 	f.Close()
-	return Load(path, LoadOptions{})
+	return Load(path, LoadOptions{HeaderFile: o.HeaderFile})
+}
+
+// openHeaderFile opens a detached header for writing, or returns f when
+// there is none.
+func openHeaderFile(f *os.File, path string) (*os.File, error) {
+	if path == "" {
+		return f, nil
+	}
+	return openFile(path, false)
 }
 
 // rekeyJob rewrites the data segment in place, forward, one hotzone at a
-// time: decrypt with the old key, store checksums of the plain blocks,
-// record the hotzone, encrypt with the new key, record the progress.
+// time, with cryptsetup's "checksum" resilience: store checksums of the
+// blocks as they are on disk, record the hotzone, decrypt with the old key,
+// encrypt with the new key, record the progress. Either side may be plain
+// (a linear segment, no key, no digest): then it is an encryption (old
+// side plain) or a decryption (new side plain) without a data shift, as
+// cryptsetup does them with a detached header.
 type rekeyJob struct {
-	f                 *os.File
+	f, hf             *os.File // the data device and the header (f unless detached)
 	h                 *header.Header
-	oldKey, newKey    *secret.Buffer
-	oldC, newC        *crypt.Cipher
+	oldKey, newKey    *secret.Buffer // nil for a plain side
+	oldC, newC        *crypt.Cipher  // nil for a plain side
 	oldSeg, newSeg    header.Segment // backup-previous and backup-final
-	oldDigest, digest int
-	offset, size      int64 // data offset and logical size
+	oldDigest, digest int            // -1 for a plain side
+	offset, size      int64          // data offset and logical size
 	hotzone           int64
 	block             int64 // checksum block size
 	area              header.Area
@@ -108,24 +133,34 @@ func (j *rekeyJob) close() {
 	}
 }
 
-func startRekeyJob(ctx context.Context, f *os.File, h *header.Header, passphrase []byte, o ReencryptOptions) (*rekeyJob, error) {
+// singleCryptSegment returns the data segment of a volume that is not in
+// the middle of anything: one dynamic crypt segment.
+func singleCryptSegment(h *header.Header, what string) (*header.Segment, error) {
 	seg, err := h.DataSegment()
 	if err != nil {
 		return nil, err
 	}
 	if len(h.Meta.Segments) != 1 || seg.Type != header.SegmentCrypt || !seg.Size.Dynamic || seg.IVTweak == nil || *seg.IVTweak != 0 {
-		return nil, fmt.Errorf("%w: volcrypt reencrypts a volume with one dynamic crypt segment only", ErrNotInReencryption)
+		return nil, fmt.Errorf("%w: volcrypt %s a volume with one dynamic crypt segment only", ErrNotInReencryption, what)
 	}
-	oldKey, slot, err := h.Unlock(f, passphrase, header.UnlockOptions{Keyslot: -1, Segment: 0, Limits: kdf.DefaultLimits()})
+	return seg, nil
+}
+
+func startRekeyJob(ctx context.Context, f, hf *os.File, h *header.Header, passphrase []byte, o ReencryptOptions) (*rekeyJob, error) {
+	seg, err := singleCryptSegment(h, "reencrypts")
 	if err != nil {
 		return nil, err
 	}
-	j := &rekeyJob{f: f, h: h, oldKey: oldKey, oldSeg: *seg, offset: int64(seg.Offset), hotzone: o.HotzoneBytes}
+	oldKey, slot, err := h.Unlock(hf, passphrase, header.UnlockOptions{Keyslot: -1, Segment: 0, Limits: kdf.DefaultLimits()})
+	if err != nil {
+		return nil, err
+	}
+	j := &rekeyJob{f: f, hf: hf, h: h, oldKey: oldKey, oldSeg: *seg, offset: int64(seg.Offset), hotzone: o.HotzoneBytes}
 	j.oldDigest, _ = h.Meta.SegmentDigest(0)
 	fail := func(err error) (*rekeyJob, error) { j.close(); return nil, err }
 	keep := map[int][]byte{slot: passphrase}
 	for id, pass := range o.Keep {
-		k, err := h.OpenKeyslot(f, id, pass, kdf.DefaultLimits())
+		k, err := h.OpenKeyslot(hf, id, pass, kdf.DefaultLimits())
 		if err != nil {
 			return fail(fmt.Errorf("key slot %d to keep: %w", id, err))
 		}
@@ -155,19 +190,6 @@ func startRekeyJob(ctx context.Context, f *os.File, h *header.Header, passphrase
 	if err := j.checkFSBlock(); err != nil {
 		return fail(err)
 	}
-	dev, err := deviceSize(f)
-	if err != nil {
-		return fail(err)
-	}
-	j.block = int64(max(j.oldSeg.SectorSize, j.newSeg.SectorSize))
-	j.size = (dev - j.offset) / j.block * j.block
-	if j.size <= 0 {
-		return fail(fmt.Errorf("%s has no data to reencrypt: %w", f.Name(), ErrDeviceNotFound))
-	}
-	if j.hotzone <= 0 {
-		j.hotzone = defaultHotzone
-	}
-	j.hotzone = max(j.hotzone/j.block*j.block, j.block)
 
 	// The new key's digest and a twin of every kept slot, under the same
 	// passphrase and KDF, bound to it.
@@ -181,7 +203,7 @@ func startRekeyJob(ctx context.Context, f *os.File, h *header.Header, passphrase
 	}
 	for _, id := range slices.Sorted(maps.Keys(keep)) {
 		old := h.Meta.Keyslots[id]
-		twin, err := h.AddKeyslot(f, -1, keep[id], j.newKey.Bytes(), header.KeyslotParams{KDF: old.KDF.Params(), AFHash: old.AF.Hash, Priority: old.Priority})
+		twin, err := h.AddKeyslot(hf, -1, keep[id], j.newKey.Bytes(), header.KeyslotParams{KDF: old.KDF.Params(), AFHash: old.AF.Hash, Priority: old.Priority})
 		if err != nil {
 			return fail(fmt.Errorf("re-wrap key slot %d: %w", id, err))
 		}
@@ -189,74 +211,135 @@ func startRekeyJob(ctx context.Context, f *os.File, h *header.Header, passphrase
 			return fail(err)
 		}
 	}
-	hashes := (j.hotzone / j.block) * sha256.Size
-	rid, err := h.AddReencryptKeyslot(header.ReencryptRekey, header.DirectionForward, "checksum", (hashes+4095)/4096*4096, 0)
-	if err != nil {
-		return fail(err)
-	}
-	k := h.Meta.Keyslots[rid]
-	k.Area.Hash = "sha256"
-	k.Area.SectorSize = int(j.block)
-	j.area = k.Area
-	j.setSegments(0, false)
-	if err := h.SetReencryptDigest(oldKey.Bytes(), j.newKey.Bytes(), od.Hash, iter); err != nil {
-		return fail(err)
-	}
-	if err := h.Write(f); err != nil {
+	if err := j.begin(header.ReencryptRekey, od.Hash, iter, o.HotzoneBytes); err != nil {
 		return fail(err)
 	}
 	return j, nil
 }
 
-func (j *rekeyJob) ciphers() error {
-	var err error
-	if j.oldC, err = crypt.New(j.oldSeg.Encryption, j.oldKey.Bytes(), j.oldSeg.SectorSize); err != nil {
+// begin sizes the job from the data device, adds the reencrypt key slot
+// with room for one hotzone's checksums, and writes the header with the
+// reencryption metadata and no hotzone yet. The volume keys and segments
+// of both sides are set.
+func (j *rekeyJob) begin(mode, hash string, iter uint32, hotzone int64) error {
+	if err := j.setSize(); err != nil {
 		return err
 	}
-	if j.newC, err = crypt.New(j.newSeg.Encryption, j.newKey.Bytes(), j.newSeg.SectorSize); err != nil {
-		return fmt.Errorf("%w: cipher %s with a %d-bit key: %v", kdf.ErrInvalidParams, j.newSeg.Encryption, j.newKey.Len()*8, err)
+	// The checksum block: 4096 bytes as cryptsetup's on a file system, or
+	// the sector size when the data is not a multiple of 4096.
+	j.block = j.sector()
+	if j.size%4096 == 0 {
+		j.block = max(j.block, 4096)
+	}
+	if hotzone <= 0 {
+		hotzone = defaultHotzone
+	}
+	j.hotzone = max(hotzone/j.block*j.block, j.block)
+	hashes := (j.hotzone / j.block) * sha256.Size
+	rid, err := j.h.AddReencryptKeyslot(mode, header.DirectionForward, "checksum", (hashes+4095)/4096*4096, 0)
+	if err != nil {
+		return err
+	}
+	k := j.h.Meta.Keyslots[rid]
+	k.Area.Hash = "sha256"
+	k.Area.SectorSize = int(j.block)
+	j.area = k.Area
+	j.setSegments(0, false)
+	if err := j.h.SetReencryptDigest(keyBytes(j.oldKey), keyBytes(j.newKey), hash, iter); err != nil {
+		return err
+	}
+	return j.h.Write(j.hf)
+}
+
+// sector is the largest encryption sector size of the two sides.
+func (j *rekeyJob) sector() int64 {
+	return int64(max(j.oldSeg.SectorSize, j.newSeg.SectorSize, 512))
+}
+
+// setSize sets the logical size of the data: what follows the data offset
+// on the device, in whole encryption sectors.
+func (j *rekeyJob) setSize() error {
+	dev, err := deviceSize(j.f)
+	if err != nil {
+		return err
+	}
+	j.size = (dev - j.offset) / j.sector() * j.sector()
+	if j.size <= 0 {
+		return fmt.Errorf("%s has no data to rewrite: %w", j.f.Name(), ErrDeviceNotFound)
 	}
 	return nil
 }
 
-func resumeRekeyJob(f *os.File, h *header.Header, passphrase []byte) (*rekeyJob, error) {
-	rid, k := h.Meta.ReencryptKeyslot()
-	if k.Mode != header.ReencryptRekey || k.Direction != header.DirectionForward || k.Area.Type != "checksum" || k.Area.SectorSize <= 0 {
-		return nil, fmt.Errorf("%w: %s holds a %s (%s, %s); volcrypt resumes forward reencryption with checksums only",
-			ErrNotInReencryption, f.Name(), k.Mode, k.Direction, k.Area.Type)
+func keyBytes(b *secret.Buffer) []byte {
+	if b == nil {
+		return nil
+	}
+	return b.Bytes()
+}
+
+func (j *rekeyJob) ciphers() error {
+	var err error
+	if j.oldKey != nil {
+		if j.oldC, err = crypt.New(j.oldSeg.Encryption, j.oldKey.Bytes(), j.oldSeg.SectorSize); err != nil {
+			return err
+		}
+	}
+	if j.newKey != nil {
+		if j.newC, err = crypt.New(j.newSeg.Encryption, j.newKey.Bytes(), j.newSeg.SectorSize); err != nil {
+			return fmt.Errorf("%w: cipher %s with a %d-bit key: %v", kdf.ErrInvalidParams, j.newSeg.Encryption, j.newKey.Len()*8, err)
+		}
+	}
+	return nil
+}
+
+// resumeRekeyJob picks up a forward reencryption, encryption or
+// decryption with checksum resilience (volcrypt's or cryptsetup's) from
+// the header h read from hf.
+func resumeRekeyJob(f, hf *os.File, h *header.Header, passphrase []byte) (*rekeyJob, error) {
+	_, k := h.Meta.ReencryptKeyslot()
+	if k.Direction != header.DirectionForward || k.Area.Type != "checksum" || k.Area.SectorSize < 512 {
+		return nil, fmt.Errorf("%w: %s holds a %s (%s, %s); volcrypt resumes this one only with a data shift or forward with checksums; finish it with cryptsetup reencrypt --resume-only",
+			ErrNotInReencryption, hf.Name(), k.Mode, k.Direction, k.Area.Type)
 	}
 	if k.Area.Hash != "sha256" {
 		return nil, fmt.Errorf("%w: checksum hash %s", ErrNotInReencryption, k.Area.Hash)
 	}
-	_ = rid
 	pid, prev := h.Meta.SegmentByFlag(header.FlagBackupPrevious)
 	fid, final := h.Meta.SegmentByFlag(header.FlagBackupFinal)
-	if prev == nil || final == nil || prev.Type != header.SegmentCrypt || final.Type != header.SegmentCrypt {
+	want := map[string][2]string{
+		header.ReencryptRekey:   {header.SegmentCrypt, header.SegmentCrypt},
+		header.ReencryptEncrypt: {header.SegmentLinear, header.SegmentCrypt},
+		header.ReencryptDecrypt: {header.SegmentCrypt, header.SegmentLinear},
+	}[k.Mode]
+	if prev == nil || final == nil || prev.Type != want[0] || final.Type != want[1] || prev.Offset != final.Offset {
 		return nil, fmt.Errorf("%w: incomplete reencryption segments", ErrNotInReencryption)
 	}
-	j := &rekeyJob{f: f, h: h, oldSeg: *prev, newSeg: *final, offset: int64(final.Offset), area: k.Area, block: int64(k.Area.SectorSize)}
+	j := &rekeyJob{f: f, hf: hf, h: h, oldSeg: *prev, newSeg: *final, offset: int64(final.Offset), area: k.Area, block: int64(k.Area.SectorSize),
+		oldDigest: -1, digest: -1}
 	j.oldSeg.Flags, j.newSeg.Flags = nil, nil
 	fail := func(err error) (*rekeyJob, error) { j.close(); return nil, err }
 	var err error
-	if j.oldKey, _, err = h.Unlock(f, passphrase, header.UnlockOptions{Keyslot: -1, Segment: pid, Limits: kdf.DefaultLimits()}); err != nil {
-		return fail(fmt.Errorf("old key: %w", err))
+	if prev.Type == header.SegmentCrypt {
+		if j.oldKey, _, err = h.Unlock(hf, passphrase, header.UnlockOptions{Keyslot: -1, Segment: pid, Limits: kdf.DefaultLimits()}); err != nil {
+			return fail(fmt.Errorf("old key: %w", err))
+		}
+		j.oldDigest, _ = h.Meta.SegmentDigest(pid)
 	}
-	if j.newKey, _, err = h.Unlock(f, passphrase, header.UnlockOptions{Keyslot: -1, Segment: fid, Limits: kdf.DefaultLimits()}); err != nil {
-		return fail(fmt.Errorf("new key: %w", err))
+	if final.Type == header.SegmentCrypt {
+		if j.newKey, _, err = h.Unlock(hf, passphrase, header.UnlockOptions{Keyslot: -1, Segment: fid, Limits: kdf.DefaultLimits()}); err != nil {
+			return fail(fmt.Errorf("new key: %w", err))
+		}
+		j.digest, _ = h.Meta.SegmentDigest(fid)
 	}
-	j.oldDigest, _ = h.Meta.SegmentDigest(pid)
-	j.digest, _ = h.Meta.SegmentDigest(fid)
-	if err := h.VerifyReencryptDigest(j.oldKey.Bytes(), j.newKey.Bytes()); err != nil {
+	if err := h.VerifyReencryptDigest(keyBytes(j.oldKey), keyBytes(j.newKey)); err != nil {
 		return fail(err)
 	}
 	if err := j.ciphers(); err != nil {
 		return fail(err)
 	}
-	dev, err := deviceSize(f)
-	if err != nil {
+	if err := j.setSize(); err != nil {
 		return fail(err)
 	}
-	j.size = (dev - j.offset) / j.block * j.block
 	j.hotzone = (int64(k.Area.Size) / sha256.Size) * j.block
 	j.hotzone = min(j.hotzone, defaultHotzone)
 	// Progress: the hotzone in progress, else the size of the new
@@ -264,14 +347,14 @@ func resumeRekeyJob(f *os.File, h *header.Header, passphrase []byte) (*rekeyJob,
 	_, hot := h.Meta.SegmentByFlag(header.FlagInReencryption)
 	s0 := h.Meta.Segments[0]
 	switch {
-	case hot != nil && hot.IVTweak != nil && !hot.Size.Dynamic:
-		j.next = int64(*hot.IVTweak) * 512
-		if int64(hot.Size.Bytes)/j.block*sha256.Size > int64(k.Area.Size) {
-			return fail(fmt.Errorf("%w: hotzone larger than its checksums", ErrNotInReencryption))
+	case hot != nil && !hot.Size.Dynamic:
+		j.next = int64(hot.Offset) - j.offset
+		if (int64(hot.Size.Bytes)+j.block-1)/j.block*sha256.Size > int64(k.Area.Size) || j.next < 0 || j.next >= j.size {
+			return fail(fmt.Errorf("%w: hotzone outside the data or larger than its checksums", ErrNotInReencryption))
 		}
 		j.hotzone = int64(hot.Size.Bytes)
 		j.recover = true
-	case s0 != nil && h.Meta.Digests[j.digest].Segments.Contains(0):
+	case s0 != nil && j.isNew(0):
 		if s0.Size.Dynamic {
 			j.next = j.size
 		} else {
@@ -283,15 +366,25 @@ func resumeRekeyJob(f *os.File, h *header.Header, passphrase []byte) (*rekeyJob,
 	return j, nil
 }
 
+// isNew reports whether segment id belongs to the new layout.
+func (j *rekeyJob) isNew(id int) bool {
+	if j.digest < 0 {
+		return j.h.Meta.Segments[id].Type == header.SegmentLinear
+	}
+	return j.h.Meta.Digests[j.digest].Segments.Contains(id)
+}
+
 // setSegments lays out the segments for progress p (bytes rewritten) and,
 // when hot, the hotzone [p, p+hotzone) being rewritten.
 func (j *rekeyJob) setSegments(p int64, hot bool) {
 	m := j.h.Meta
 	m.Segments = map[int]*header.Segment{}
 	add := func(s header.Segment, logical, size int64, flags ...string) int {
-		tweak := header.U64(logical / 512)
 		s.Offset = header.U64(j.offset + logical)
-		s.IVTweak = &tweak
+		if s.Type == header.SegmentCrypt {
+			tweak := header.U64(logical / 512)
+			s.IVTweak = &tweak
+		}
 		s.Flags = flags
 		s.Size = header.SegmentSize{Dynamic: size < 0}
 		if size >= 0 {
@@ -321,86 +414,113 @@ func (j *rekeyJob) setSegments(p int64, hot bool) {
 	}
 	oldIDs = append(oldIDs, add(j.oldSeg, 0, -1, header.FlagBackupPrevious))
 	newIDs = append(newIDs, add(j.newSeg, 0, -1, header.FlagBackupFinal))
-	m.Digests[j.oldDigest].Segments = oldIDs
-	m.Digests[j.digest].Segments = newIDs
+	if j.oldDigest >= 0 {
+		m.Digests[j.oldDigest].Segments = oldIDs
+	}
+	if j.digest >= 0 {
+		m.Digests[j.digest].Segments = newIDs
+	}
 }
 
-// run rewrites the remaining hotzones and finishes.
+// run rewrites the remaining hotzones and finishes. Reading and
+// transforming the next hotzone overlaps writing the current one.
 func (j *rekeyJob) run(ctx context.Context) error {
-	buf := make([]byte, j.hotzone)
-	defer secret.Wipe(buf)
-	sums := make([]byte, j.area.Size)
-	for p := j.next; p < j.size; {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		end := min(p+j.hotzone, j.size)
-		if int64(len(buf)) < end-p {
-			buf = make([]byte, end-p)
-		}
-		b := buf[:end-p]
-		if _, err := j.f.ReadAt(b, j.offset+p); err != nil {
-			return fmt.Errorf("read data at %d: %w", j.offset+p, err)
-		}
-		if j.recover {
-			if err := j.recoverHotzone(b, p); err != nil {
-				return err
-			}
-			j.recover = false
-		} else {
-			// Checksums of the old blocks as they are on disk first, then
-			// the hotzone in the metadata: after a crash from here on, a
-			// block whose checksum still matches is old, any other new.
-			n := (end - p) / j.block
-			for i := range n {
-				s := sha256.Sum256(b[i*j.block : (i+1)*j.block])
-				copy(sums[i*sha256.Size:], s[:])
-			}
-			if err := writeSync(j.f, sums[:n*sha256.Size], int64(j.area.Offset)); err != nil {
-				return fmt.Errorf("write hotzone checksums: %w", err)
-			}
-			j.setSegments(p, true)
-			if err := j.h.Write(j.f); err != nil {
-				return err
-			}
-			if err := j.oldC.Decrypt(b, b, uint64(p/512)); err != nil {
-				return err
-			}
-		}
-		if err := j.newC.Encrypt(b, b, uint64(p/512)); err != nil {
-			return err
-		}
-		if err := writeSync(j.f, b, j.offset+p); err != nil {
-			return fmt.Errorf("write data at %d: %w", j.offset+p, err)
-		}
-		p = end
-		j.setSegments(p, false)
-		if err := j.h.Write(j.f); err != nil {
-			return err
-		}
-		if j.progress != nil {
-			j.progress(Progress{DoneBytes: p, TotalBytes: j.size})
-		}
+	var zones [][2]int64
+	for p := j.next; p < j.size; p = min(p+j.hotzone, j.size) {
+		zones = append(zones, [2]int64{p, min(p+j.hotzone, j.size)})
+	}
+	nsums := (j.hotzone + j.block - 1) / j.block * sha256.Size
+	err := pipeline(ctx, zones, j.hotzone, nsums, j.prepare, j.commit)
+	if err != nil {
+		return err
 	}
 	return j.finish()
 }
 
+// prepare reads hotzone c and turns it into the new data, keeping the
+// checksums of the blocks as they were on disk.
+func (j *rekeyJob) prepare(c *chunk) error {
+	if _, err := j.f.ReadAt(c.b, j.offset+c.start); err != nil {
+		return fmt.Errorf("read data at %d: %w", j.offset+c.start, err)
+	}
+	if j.recover && c.start == j.next {
+		if err := j.recoverHotzone(c.b, c.start); err != nil {
+			return err
+		}
+		c.recovered = true
+	} else {
+		n := j.blocks(len(c.b))
+		c.sums = c.sums[:n*sha256.Size]
+		for i := range n {
+			s := sha256.Sum256(j.blockOf(c.b, i))
+			copy(c.sums[i*sha256.Size:], s[:])
+		}
+		if j.oldC != nil {
+			if err := j.oldC.Decrypt(c.b, c.b, uint64(c.start/512)); err != nil {
+				return err
+			}
+		}
+	}
+	if j.newC != nil {
+		return j.newC.Encrypt(c.b, c.b, uint64(c.start/512))
+	}
+	return nil
+}
+
+// commit makes the checksums of hotzone c and the hotzone itself durable
+// in the header, then overwrites the hotzone and records the progress:
+// after a crash from the first step on, a block whose checksum still
+// matches is old, any other new.
+func (j *rekeyJob) commit(c *chunk) error {
+	if !c.recovered {
+		if err := writeSync(j.hf, c.sums, int64(j.area.Offset)); err != nil {
+			return fmt.Errorf("write hotzone checksums: %w", err)
+		}
+		j.setSegments(c.start, true)
+		if err := j.h.Write(j.hf); err != nil {
+			return err
+		}
+	}
+	if err := writeSync(j.f, c.b, j.offset+c.start); err != nil {
+		return fmt.Errorf("write data at %d: %w", j.offset+c.start, err)
+	}
+	j.setSegments(c.end, false)
+	if err := j.h.Write(j.hf); err != nil {
+		return err
+	}
+	if j.progress != nil {
+		j.progress(Progress{DoneBytes: c.end, TotalBytes: j.size})
+	}
+	return nil
+}
+
+// blocks is the number of checksum blocks of an n-byte hotzone (the last
+// one may be short).
+func (j *rekeyJob) blocks(n int) int64 { return (int64(n) + j.block - 1) / j.block }
+
+func (j *rekeyJob) blockOf(b []byte, i int64) []byte {
+	return b[i*j.block : min((i+1)*j.block, int64(len(b)))]
+}
+
 // recoverHotzone turns the raw hotzone b, each block either still old or
-// already new, into plaintext, as cryptsetup's checksum recovery does: a
-// block whose checksum matches the stored one is old.
+// already new, into the plain data, as cryptsetup's checksum recovery
+// does: a block whose checksum matches the stored one is old.
 func (j *rekeyJob) recoverHotzone(b []byte, p int64) error {
-	n := int64(len(b)) / j.block
+	n := j.blocks(len(b))
 	sums := make([]byte, n*sha256.Size)
-	if _, err := j.f.ReadAt(sums, int64(j.area.Offset)); err != nil {
+	if _, err := j.hf.ReadAt(sums, int64(j.area.Offset)); err != nil {
 		return fmt.Errorf("read hotzone checksums: %w", err)
 	}
 	for i := range n {
-		raw := b[i*j.block : (i+1)*j.block]
+		raw := j.blockOf(b, i)
 		iv := uint64((p + i*j.block) / 512)
 		s := sha256.Sum256(raw)
 		c := j.newC
 		if subtle.ConstantTimeCompare(s[:], sums[i*sha256.Size:(i+1)*sha256.Size]) == 1 {
 			c = j.oldC
+		}
+		if c == nil {
+			continue // plain already
 		}
 		if err := c.Decrypt(raw, raw, iv); err != nil {
 			return err
@@ -411,7 +531,9 @@ func (j *rekeyJob) recoverHotzone(b []byte, p int64) error {
 
 // finish removes the old key's slots and digest and the reencryption
 // metadata (tokens already name the new slots too), then wipes the old key
-// material and the checksums.
+// material and the checksums. After a decryption no key is left: the
+// header keeps one plain segment, no key slot and no token, as
+// cryptsetup leaves a detached header.
 func (j *rekeyJob) finish() error {
 	h := j.h
 	j.setSegments(j.size, false)
@@ -419,25 +541,35 @@ func (j *rekeyJob) finish() error {
 	if _, k := h.Meta.ReencryptKeyslot(); k != nil {
 		areas = append(areas, k.Area)
 	}
-	for _, id := range slices.Clone(h.Meta.Digests[j.oldDigest].Keyslots) {
-		a, err := h.RemoveKeyslot(id)
-		if err != nil {
-			return err
+	if j.oldDigest >= 0 {
+		for _, id := range slices.Clone(h.Meta.Digests[j.oldDigest].Keyslots) {
+			a, err := h.RemoveKeyslot(id)
+			if err != nil {
+				return err
+			}
+			areas = append(areas, a)
 		}
-		areas = append(areas, a)
+		delete(h.Meta.Digests, j.oldDigest)
 	}
-	delete(h.Meta.Digests, j.oldDigest)
 	h.ClearReencrypt()
-	h.Meta.Digests[j.digest].Segments = header.IDList{0}
-	if err := h.Write(j.f); err != nil {
+	if j.digest >= 0 {
+		h.Meta.Digests[j.digest].Segments = header.IDList{0}
+	} else {
+		for _, t := range h.Tokens() {
+			if err := h.RemoveToken(t.ID); err != nil {
+				return err
+			}
+		}
+	}
+	if err := h.Write(j.hf); err != nil {
 		return err
 	}
 	for _, a := range areas {
-		if err := header.WipeArea(j.f, a); err != nil {
+		if err := header.WipeArea(j.hf, a); err != nil {
 			return err
 		}
 	}
-	return j.f.Sync()
+	return j.hf.Sync()
 }
 
 // checkFSBlock refuses a sector size larger than the block size of an
