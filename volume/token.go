@@ -3,6 +3,7 @@ package volume
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/volcrypt/volcrypt/header"
@@ -47,6 +48,20 @@ var highEntropyKDF = KDFOptions{Algorithm: kdf.PBKDF2, Hash: "sha512", ForceIter
 // returns the password (the caller shows it once) and the slot. The key
 // slot and token are written in one header update.
 func (v *Volume) EnrollRecovery(ctx context.Context, volumeKey []byte, slot int) (*secret.Buffer, int, error) {
+	return v.EnrollRecoveryEscrowed(ctx, volumeKey, slot, nil)
+}
+
+// Escrow stores a new recovery password (and the key slot it will open)
+// somewhere outside the volume: an admin's vault or directory service.
+type Escrow func(password []byte, keyslot int) error
+
+// EnrollRecoveryEscrowed is EnrollRecovery that first hands the password to
+// escrow, with the volume locked, after the key slot is prepared and before
+// the header that names it is written. The slot exists only if escrow
+// returned nil: an escrow error, or the process killed while escrow runs,
+// leaves the volume as it was, so no recovery password opens it that
+// nobody stored. A nil escrow stores nothing.
+func (v *Volume) EnrollRecoveryEscrowed(ctx context.Context, volumeKey []byte, slot int, escrow Escrow) (*secret.Buffer, int, error) {
 	pw, err := recovery.Generate()
 	if err != nil {
 		return nil, -1, err
@@ -63,12 +78,37 @@ func (v *Volume) EnrollRecovery(ctx context.Context, volumeKey []byte, slot int)
 			return err
 		}
 		tok, _ := json.Marshal(map[string]any{"type": TokenRecovery, "keyslots": []string{fmt.Sprint(slot)}})
-		_, err = h.AddToken(-1, tok)
-		return err
+		if _, err = h.AddToken(-1, tok); err != nil {
+			return err
+		}
+		if escrow == nil {
+			return nil
+		}
+		if err := escrow(pass.Bytes(), slot); err != nil {
+			return &EscrowError{Keyslot: slot, Err: err}
+		}
+		return nil
 	})
 	if err != nil {
 		pass.Wipe()
+		var ee *EscrowError
+		if errors.As(err, &ee) {
+			return nil, -1, err
+		}
 		return nil, -1, fmt.Errorf("enroll recovery password: %w", err)
 	}
 	return pass, slot, nil
 }
+
+// EscrowError reports a failed Escrow: the key slot it was for was never
+// written.
+type EscrowError struct {
+	Keyslot int
+	Err     error
+}
+
+func (e *EscrowError) Error() string {
+	return fmt.Sprintf("escrow of the recovery password failed: %v; key slot %d was not written, the volume is as before", e.Err, e.Keyslot)
+}
+
+func (e *EscrowError) Unwrap() error { return e.Err }

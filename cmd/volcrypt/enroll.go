@@ -46,8 +46,10 @@ slot, authorized by an existing key, and print it once: store it somewhere safe.
 wherever a passphrase is, typed with dashes, spaces or no separators.
 
 With --escrow-command CMD, CMD (run by sh -c) gets the password on its standard input as one JSON
-object: {"device","uuid","label","keyslot","recovery_password","hostname","created"}. The key slot
-is kept only if CMD exits 0; otherwise it is removed again and enroll fails.`,
+object: {"device","uuid","label","keyslot","recovery_password","hostname","created"}. CMD runs
+with the volume locked, before the key slot is written: the slot is written only if CMD exits 0;
+otherwise (or if volcrypt is interrupted or killed meanwhile) the volume stays as it was and enroll
+fails. CMD must not itself run volcrypt or cryptsetup on the same volume.`,
 		Example: `  volcrypt enroll recovery disk.img
   volcrypt enroll recovery --key-file key.bin --json disk.img
   volcrypt enroll recovery --escrow-command 'vault kv put secret/luks/$(hostname) recovery=-' /dev/sda3`,
@@ -63,16 +65,15 @@ is kept only if CMD exits 0; otherwise it is removed again and enroll fails.`,
 				return err
 			}
 			defer vk.Wipe()
-			pw, slot, err := v.EnrollRecovery(cmd.Context(), vk.Bytes(), newSlot)
+			var escrow volume.Escrow
+			if escrowCmd != "" {
+				escrow = a.escrowCommand(cmd.Context(), v, escrowCmd)
+			}
+			pw, slot, err := v.EnrollRecoveryEscrowed(cmd.Context(), vk.Bytes(), newSlot, escrow)
 			if err != nil {
 				return err
 			}
 			defer pw.Wipe()
-			if escrowCmd != "" {
-				if err := a.escrow(cmd.Context(), v, escrowCmd, pw, slot); err != nil {
-					return err
-				}
-			}
 			if a.json {
 				return a.printJSON(map[string]any{"keyslot": slot, "recovery_password": string(pw.Bytes())})
 			}

@@ -21,7 +21,7 @@ func TestEscrowCommand(t *testing.T) {
 	r := volcrypt(t, "", "enroll", "recovery", "--key-file", kf, "--escrow-command", `cat > "`+stored+`"; echo vault down; exit 3`, img)
 	require.Equal(t, 1, r.code, r.stderr)
 	require.Contains(t, r.stderr, "vault down")
-	require.Contains(t, r.stderr, "error: escrow command failed (exit status 3): recovery key slot 1 removed again")
+	require.Contains(t, r.stderr, "error: escrow of the recovery password failed: escrow command failed (exit status 3); key slot 1 was not written, the volume is as before")
 	require.Empty(t, r.stdout, "no password shown for a slot that is gone")
 	var rec escrowRecord
 	b, err := os.ReadFile(stored)
@@ -32,6 +32,16 @@ func TestEscrowCommand(t *testing.T) {
 	require.Equal(t, tokensBefore, mustRun(t, "", "token", "list", "--json", img).stdout)
 	r = volcrypt(t, rec.RecoveryPassword+"\n", "open", "--test", img)
 	require.Equal(t, 2, r.code, "the unescrowed password must not open: %s", r.stderr)
+
+	// volcrypt killed while the command runs: the password was stored but
+	// the key slot never written, so it opens nothing.
+	r = volcrypt(t, "", "enroll", "recovery", "--key-file", kf, "--escrow-command", `cat > "`+stored+`"; kill -9 $PPID; sleep 5`, img)
+	require.NotEqual(t, 0, r.code, r.stderr)
+	require.NoError(t, json.Unmarshal(must(os.ReadFile(stored)), &rec))
+	require.Equal(t, listBefore, mustRun(t, "", "key", "list", "--json", img).stdout)
+	require.Equal(t, tokensBefore, mustRun(t, "", "token", "list", "--json", img).stdout)
+	r = volcrypt(t, rec.RecoveryPassword+"\n", "open", "--test", img)
+	require.Equal(t, 2, r.code, "a password whose slot was never written must not open: %s", r.stderr)
 
 	// A command that stores it: the slot stays, and the stored password opens.
 	r = mustRun(t, "", "enroll", "recovery", "--json", "--key-file", kf, "--escrow-command", `env > "`+env+`"; cat > "`+stored+`"`, img)
