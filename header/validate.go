@@ -336,10 +336,18 @@ func (m *Metadata) checkLayout(hdrSize uint64) error {
 		}
 		spans = append(spans, span{id, from, to})
 	}
+	// As cryptsetup: only the lowest segment offset counts; 0 means a
+	// detached header, whose segments may lie anywhere (an in-place
+	// encryption behind one has a segment at 0 and others after it).
+	first := -1
 	for _, id := range keysOf(m.Segments) {
-		s := m.Segments[id]
-		if s.Offset > 0 && uint64(s.Offset) < areaEnd {
-			return invalidf(fmt.Sprintf("segments.%d.offset", id), "%d lies inside the header or key-slot area (ends at %d)", s.Offset, areaEnd)
+		if first < 0 || m.Segments[id].Offset < m.Segments[first].Offset {
+			first = id
+		}
+	}
+	if first >= 0 {
+		if s := m.Segments[first]; s.Offset > 0 && uint64(s.Offset) < areaEnd {
+			return invalidf(fmt.Sprintf("segments.%d.offset", first), "%d lies inside the header or key-slot area (ends at %d)", s.Offset, areaEnd)
 		}
 	}
 	return nil
