@@ -35,7 +35,9 @@ type EncryptOptions struct {
 	// file system does not use (shrink it first). Half of it holds the
 	// header at the start: the data moves up by ReduceDeviceSizeBytes/2,
 	// as with cryptsetup reencrypt --encrypt --reduce-device-size. It must
-	// be 0 with a detached header.
+	// be 0 with a detached header (FormatOptions.HeaderFile): then the data
+	// stays where it is and is encrypted in place, hotzone by hotzone, as
+	// with cryptsetup reencrypt --encrypt --header.
 	ReduceDeviceSizeBytes int64
 	// Progress, when set, is called after each chunk.
 	Progress func(Progress)
@@ -51,7 +53,7 @@ const maxDataShift = 1 << 30
 // metadata, so an interruption at any point loses nothing.
 func Encrypt(ctx context.Context, path string, passphrase []byte, o EncryptOptions) (*Volume, error) {
 	if o.HeaderFile != "" {
-		return nil, fmt.Errorf("%w: in-place encryption with a detached header is not implemented yet; use --reduce-device-size", kdf.ErrInvalidParams)
+		return encryptDetached(ctx, path, passphrase, o)
 	}
 	f, l, err := openLocked(path)
 	if err != nil {

@@ -18,7 +18,9 @@ type DecryptOptions struct {
 	// HeaderFile receives the header for the time of the decryption (the
 	// data moves down over the header's place on the device); it must not
 	// exist when a decryption starts, and is removed when it ends. To
-	// resume, pass the same file.
+	// resume, pass the same file. When it is the detached header of the
+	// volume instead, the data is decrypted where it is, and the file is
+	// left with no key slot (as cryptsetup leaves it).
 	HeaderFile string
 	// Progress, when set, is called after each chunk.
 	Progress func(Progress)
@@ -52,6 +54,9 @@ func Decrypt(ctx context.Context, path string, passphrase []byte, o DecryptOptio
 				return nil
 			}
 		}
+	}
+	if handled, err := decryptDetached(ctx, f, o.HeaderFile, passphrase, o.Progress); handled {
+		return err
 	}
 	var j *unshiftJob
 	if _, err := os.Stat(o.HeaderFile); err == nil {

@@ -1,0 +1,393 @@
+package volume
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/volcrypt/volcrypt/crypt"
+	"github.com/volcrypt/volcrypt/header"
+	"github.com/volcrypt/volcrypt/kdf"
+)
+
+// The detached-header tests' images: the file system fills the device.
+const detachedDev = 24 << 20
+
+func detachedOpts(hdr string) EncryptOptions {
+	o := encryptOpts(0)
+	o.HeaderFile = hdr
+	return o
+}
+
+// detachedPlain reads n bytes of a detached-header volume's data through
+// the userspace engine, checking that no reencryption is left.
+func detachedPlain(t *testing.T, img, hdr string, n int64) []byte {
+	t.Helper()
+	v, err := Load(img, LoadOptions{HeaderFile: hdr, ReadOnly: true})
+	require.NoError(t, err)
+	defer v.Close()
+	require.False(t, hasReencrypt(v.Header), "reencryption metadata left behind")
+	key, _, err := v.Unlock([]byte(testPass), UnlockOptions{Keyslot: -1})
+	require.NoError(t, err)
+	defer key.Wipe()
+	p, err := v.Plaintext(key)
+	require.NoError(t, err)
+	defer p.Close()
+	b := make([]byte, n)
+	_, err = p.ReadAt(b, 0)
+	require.NoError(t, err)
+	return b
+}
+
+// csVolumeKey returns the volume key cryptsetup reads from the detached
+// header hdr with testPass.
+func csVolumeKey(t *testing.T, img, hdr string) []byte {
+	t.Helper()
+	cmd := exec.Command("cryptsetup", "luksDump", "--dump-volume-key", "-q", "--key-file", "-", "--header", hdr, img)
+	cmd.Stdin = strings.NewReader(testPass)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	_, dump, ok := strings.Cut(string(out), "MK dump:")
+	require.True(t, ok, "%s", out)
+	key, err := hex.DecodeString(strings.Join(regexp.MustCompile(`[0-9a-f]{2}`).FindAllString(dump, -1), ""))
+	require.NoError(t, err)
+	return key
+}
+
+// requireCryptsetupReads checks that cryptsetup opens the detached-header
+// volume and that its volume key, applied to the raw device with the
+// segment's cipher, gives plain: the data is where and how cryptsetup
+// expects it.
+func requireCryptsetupReads(t *testing.T, img, hdr string, plain []byte) {
+	t.Helper()
+	if _, err := exec.LookPath("cryptsetup"); err != nil {
+		return
+	}
+	cmd := exec.Command("cryptsetup", "open", "--test-passphrase", "--key-file", "-", "--header", hdr, img)
+	cmd.Stdin = strings.NewReader(testPass)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	h, err := readHeader(hdr)
+	require.NoError(t, err)
+	seg, err := h.DataSegment()
+	require.NoError(t, err)
+	c, err := crypt.New(seg.Encryption, csVolumeKey(t, img, hdr), seg.SectorSize)
+	require.NoError(t, err)
+	defer c.Wipe()
+	raw, err := os.ReadFile(img)
+	require.NoError(t, err)
+	got := raw[int(seg.Offset) : int(seg.Offset)+len(plain)]
+	require.False(t, bytes.Equal(got[1024:2048], plain[1024:2048]), "the superblock is still plain")
+	require.NoError(t, c.Decrypt(got, got, 0))
+	requireSameData(t, plain, got)
+}
+
+func TestEncryptDetachedInPlace(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		sector int
+	}{
+		{"512-byte-sectors", 0},
+		{"4k-sectors", 4096},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img, plain := fsImage(t, detachedDev, detachedDev, 21)
+			hdr := filepath.Join(t.TempDir(), "hdr")
+			o := detachedOpts(hdr)
+			o.SectorSize = tc.sector
+			var last Progress
+			o.Progress = func(p Progress) { last = p }
+			v, err := Encrypt(context.Background(), img, []byte(testPass), o)
+			require.NoError(t, err)
+			require.NoError(t, v.Close())
+			require.Equal(t, Progress{DoneBytes: detachedDev, TotalBytes: detachedDev}, last)
+			got := detachedPlain(t, img, hdr, detachedDev)
+			requireSameData(t, plain, got)
+			fsck(t, got)
+			requireCryptsetupReads(t, img, hdr, plain)
+
+			_, err = Encrypt(context.Background(), img, []byte(testPass), o)
+			require.ErrorIs(t, err, ErrNotInReencryption, "already encrypted")
+		})
+	}
+}
+
+func TestEncryptDetachedRefuses(t *testing.T) {
+	t.Parallel()
+	img, _ := fsImage(t, detachedDev, detachedDev, 22)
+	orig, err := os.ReadFile(img)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	o := detachedOpts(filepath.Join(dir, "hdr"))
+	o.ReduceDeviceSizeBytes = testReduce
+	_, err = Encrypt(context.Background(), img, []byte(testPass), o)
+	require.ErrorIs(t, err, kdf.ErrInvalidParams, "a data shift with a detached header")
+
+	o = detachedOpts(filepath.Join(dir, "hdr"))
+	o.SectorSize = 4096
+	odd := filepath.Join(dir, "odd.img")
+	require.NoError(t, os.WriteFile(odd, orig[:detachedDev-512], 0o600))
+	_, err = Encrypt(context.Background(), odd, []byte(testPass), o)
+	require.ErrorIs(t, err, kdf.ErrInvalidParams, "not a multiple of the sector size")
+	require.NoFileExists(t, o.HeaderFile, "a failed start leaves no header file")
+
+	taken := filepath.Join(dir, "taken")
+	require.NoError(t, os.WriteFile(taken, orig, 0o600))
+	_, err = Encrypt(context.Background(), img, []byte(testPass), detachedOpts(taken))
+	require.ErrorIs(t, err, ErrHasSignature, "the header file holds a file system")
+	now, err := os.ReadFile(img)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(orig, now), "refusals leave the device unchanged")
+}
+
+// TestHelperEncryptDetachedChild is the child process the interruption
+// tests kill.
+func TestHelperEncryptDetachedChild(t *testing.T) {
+	img, hdr := os.Getenv("VOLCRYPT_TEST_DETACHED_IMAGE"), os.Getenv("VOLCRYPT_TEST_DETACHED_HEADER")
+	if img == "" {
+		t.Skip("helper process only")
+	}
+	var err error
+	if os.Getenv("VOLCRYPT_TEST_DETACHED_DECRYPT") != "" {
+		err = Decrypt(context.Background(), img, []byte(testPass), DecryptOptions{HeaderFile: hdr})
+	} else {
+		var v *Volume
+		if v, err = Encrypt(context.Background(), img, []byte(testPass), detachedOpts(hdr)); err == nil {
+			v.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	os.Exit(0)
+}
+
+func detachedChild(img, hdr string, decrypt bool) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperEncryptDetachedChild$")
+	cmd.Env = append(os.Environ(), "VOLCRYPT_TEST_DETACHED_IMAGE="+img, "VOLCRYPT_TEST_DETACHED_HEADER="+hdr)
+	if decrypt {
+		cmd.Env = append(cmd.Env, "VOLCRYPT_TEST_DETACHED_DECRYPT=1")
+	}
+	return cmd
+}
+
+// killDetachedRuns kills child runs at random moments (the first as soon
+// as the reencryption metadata is on disk, so that at least one lands
+// mid-run however fast the machine) and resumes each; check then checks
+// the result. reset restores the starting state.
+func killDetachedRuns(t *testing.T, hdr string, child func() *exec.Cmd, reset func(), resume func(t *testing.T), check func(t *testing.T)) {
+	t.Helper()
+	reset()
+	start := time.Now()
+	out, err := child().CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	full := time.Since(start)
+	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 21))
+	midRun := 0
+	for i := range killPoints() {
+		var delay time.Duration
+		if i > 0 {
+			delay = time.Duration(r.Int64N(int64(full)))
+		}
+		t.Run(fmt.Sprintf("kill-%d-after-start+%v", i, delay.Round(time.Millisecond)), func(t *testing.T) {
+			reset()
+			killMidRun(t, child(), hdr, delay)
+			if h, err := readHeader(hdr); err == nil && hasReencrypt(h) {
+				midRun++
+				resume(t)
+			} else if err != nil {
+				resume(t) // killed before the header was complete: start over
+			}
+			check(t)
+		})
+	}
+	require.Positive(t, midRun, "no kill landed mid-run (an uninterrupted run took %v)", full)
+}
+
+func TestEncryptDetachedKilledAndResumed(t *testing.T) {
+	img, plain := fsImage(t, detachedDev, detachedDev, 23)
+	hdr := filepath.Join(t.TempDir(), "hdr")
+	orig, err := os.ReadFile(img)
+	require.NoError(t, err)
+	killDetachedRuns(t, hdr, func() *exec.Cmd { return detachedChild(img, hdr, false) },
+		func() {
+			require.NoError(t, os.WriteFile(img, orig, 0o600))
+			os.Remove(hdr)
+		},
+		func(t *testing.T) {
+			v, err := Encrypt(context.Background(), img, []byte(testPass), detachedOpts(hdr))
+			require.NoError(t, err)
+			v.Close()
+		},
+		func(t *testing.T) {
+			got := detachedPlain(t, img, hdr, detachedDev)
+			requireSameData(t, plain, got)
+			fsck(t, got)
+		})
+}
+
+// detachedEncryptedImage returns an ext4 image encrypted in place behind
+// a detached header, the header's path and the plain file system.
+func detachedEncryptedImage(t *testing.T, seed uint64) (string, string, []byte) {
+	t.Helper()
+	img, plain := fsImage(t, detachedDev, detachedDev, seed)
+	hdr := filepath.Join(t.TempDir(), "hdr")
+	v, err := Encrypt(context.Background(), img, []byte(testPass), detachedOpts(hdr))
+	require.NoError(t, err)
+	require.NoError(t, v.Close())
+	return img, hdr, plain
+}
+
+// requireDecryptedDetached checks that img holds the plain file system
+// again and that the header file holds no key.
+func requireDecryptedDetached(t *testing.T, img, hdr string, plain []byte) {
+	t.Helper()
+	raw, err := os.ReadFile(img)
+	require.NoError(t, err)
+	requireSameData(t, plain, raw)
+	fsck(t, raw)
+	h, err := readHeader(hdr)
+	require.NoError(t, err)
+	require.Empty(t, h.Meta.Keyslots)
+	require.Empty(t, h.Meta.Digests)
+	seg, err := h.DataSegment()
+	require.NoError(t, err)
+	require.Equal(t, header.SegmentLinear, seg.Type)
+	require.False(t, hasReencrypt(h))
+}
+
+func TestDecryptDetachedInPlace(t *testing.T) {
+	t.Parallel()
+	img, hdr, plain := detachedEncryptedImage(t, 24)
+	err := Decrypt(context.Background(), img, []byte("wrong"), DecryptOptions{HeaderFile: hdr})
+	require.ErrorIs(t, err, header.ErrWrongKey)
+	var last Progress
+	require.NoError(t, Decrypt(context.Background(), img, []byte(testPass), DecryptOptions{HeaderFile: hdr, Progress: func(p Progress) { last = p }}))
+	require.Equal(t, Progress{DoneBytes: detachedDev, TotalBytes: detachedDev}, last)
+	requireDecryptedDetached(t, img, hdr, plain)
+	require.NoError(t, Decrypt(context.Background(), img, []byte(testPass), DecryptOptions{HeaderFile: hdr}), "a rerun finds it done")
+	requireDecryptedDetached(t, img, hdr, plain)
+}
+
+func TestDecryptDetachedKilledAndResumed(t *testing.T) {
+	img, hdr, plain := detachedEncryptedImage(t, 25)
+	orig, err := os.ReadFile(img)
+	require.NoError(t, err)
+	origHdr, err := os.ReadFile(hdr)
+	require.NoError(t, err)
+	killDetachedRuns(t, hdr, func() *exec.Cmd { return detachedChild(img, hdr, true) },
+		func() {
+			require.NoError(t, os.WriteFile(img, orig, 0o600))
+			require.NoError(t, os.WriteFile(hdr, origHdr, 0o600))
+		},
+		func(t *testing.T) {
+			require.NoError(t, Decrypt(context.Background(), img, []byte(testPass), DecryptOptions{HeaderFile: hdr}))
+		},
+		func(t *testing.T) {
+			if h, err := readHeader(hdr); err == nil && len(h.Meta.Keyslots) > 0 {
+				// Killed before the decryption started.
+				require.NoError(t, Decrypt(context.Background(), img, []byte(testPass), DecryptOptions{HeaderFile: hdr}))
+			}
+			requireDecryptedDetached(t, img, hdr, plain)
+		})
+}
+
+// TestDetachedResumeAcrossTools interrupts one tool's in-place encryption
+// or decryption behind a detached header with kill -9 and lets the other
+// finish it.
+func TestDetachedResumeAcrossTools(t *testing.T) {
+	cs, err := exec.LookPath("cryptsetup")
+	if err != nil {
+		t.Skip("cryptsetup not installed")
+	}
+	csRun := func(args ...string) func(img, hdr string) *exec.Cmd {
+		return func(img, hdr string) *exec.Cmd {
+			cmd := exec.Command(cs, append(append([]string{"reencrypt", "--force-offline-reencrypt", "--header", hdr,
+				"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--hotzone-size", "1M", "-q", "--key-file", "-"}, args...), img)...)
+			cmd.Stdin = strings.NewReader(testPass)
+			return cmd
+		}
+	}
+	csResume := func(t *testing.T, img, hdr string) {
+		for _, args := range [][]string{{"repair", "-q"}, {"reencrypt", "--resume-only", "--force-offline-reencrypt", "-q"}} {
+			cmd := exec.Command(cs, append(args, "--key-file", "-", "--header", hdr, img)...)
+			cmd.Stdin = strings.NewReader(testPass)
+			out, err := cmd.CombinedOutput()
+			require.NoError(t, err, "cryptsetup %v: %s", args, out)
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		decrypt bool
+		start   func(img, hdr string) *exec.Cmd
+		resume  func(t *testing.T, img, hdr string)
+	}{
+		{"encrypt-volcrypt-then-cryptsetup", false, func(img, hdr string) *exec.Cmd { return detachedChild(img, hdr, false) }, csResume},
+		{"encrypt-cryptsetup-then-volcrypt", false, csRun("--encrypt"), func(t *testing.T, img, hdr string) {
+			v, err := Encrypt(context.Background(), img, []byte(testPass), detachedOpts(hdr))
+			require.NoError(t, err)
+			v.Close()
+		}},
+		{"decrypt-volcrypt-then-cryptsetup", true, func(img, hdr string) *exec.Cmd { return detachedChild(img, hdr, true) }, csResume},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var img, hdr string
+			var plain []byte
+			if tc.decrypt {
+				img, hdr, plain = detachedEncryptedImage(t, 26)
+			} else {
+				img, plain = fsImage(t, detachedDev, detachedDev, 26)
+				hdr = filepath.Join(t.TempDir(), "hdr")
+			}
+			orig, err := os.ReadFile(img)
+			require.NoError(t, err)
+			origHdr, _ := os.ReadFile(hdr)
+			inHotzone := func(h *header.Header) bool {
+				_, hot := h.Meta.SegmentByFlag(header.FlagInReencryption)
+				return hot != nil
+			}
+			interrupted := false
+			for try := range 12 {
+				require.NoError(t, os.WriteFile(img, orig, 0o600))
+				if tc.decrypt {
+					require.NoError(t, os.WriteFile(hdr, origHdr, 0o600))
+				} else {
+					os.Remove(hdr)
+				}
+				ready := []func(*header.Header) bool{inHotzone}
+				if try >= 8 {
+					ready = nil
+				}
+				if killMidRun(t, tc.start(img, hdr), hdr, 0, ready...) {
+					h, err := readHeader(hdr)
+					require.NoError(t, err)
+					t.Logf("killed in a hotzone: %v", inHotzone(h))
+					interrupted = true
+					break
+				}
+			}
+			require.True(t, interrupted, "no kill landed mid-run")
+			tc.resume(t, img, hdr)
+			if tc.decrypt {
+				requireDecryptedDetached(t, img, hdr, plain)
+				return
+			}
+			got := detachedPlain(t, img, hdr, detachedDev)
+			requireSameData(t, plain, got)
+			fsck(t, got)
+		})
+	}
+}
