@@ -197,30 +197,10 @@ func (v *Volume) UnlockTPM2(o TPM2UnlockOptions) (*secret.Buffer, int, error) {
 }
 
 func (v *Volume) unlockToken(t transport.TPM, tk header.Token, o TPM2UnlockOptions) (*secret.Buffer, int, error) {
-	parsed, err := tpm.ParseToken(tk.JSON)
+	pass, err := unsealToken(t, tk.JSON, o)
 	if err != nil {
 		return nil, -1, err
 	}
-	sealed, err := parsed.Sealed()
-	if err != nil {
-		return nil, -1, err
-	}
-	var pin []byte
-	if sealed.PIN {
-		if o.PIN == nil {
-			return nil, -1, tpm.ErrPINRequired
-		}
-		if pin, err = o.PIN(); err != nil {
-			return nil, -1, err
-		}
-		defer secret.Wipe(pin)
-	}
-	sec, err := tpm.Unseal(t, sealed, pin)
-	if err != nil {
-		return nil, -1, err
-	}
-	pass := secret.From(tpm.Passphrase(sec))
-	secret.Wipe(sec)
 	defer pass.Wipe()
 	var errs []error
 	for _, slot := range tk.Keyslots {
@@ -234,4 +214,33 @@ func (v *Volume) unlockToken(t transport.TPM, tk header.Token, o TPM2UnlockOptio
 		return nil, -1, fmt.Errorf("%w: token names no key slot", header.ErrWrongKey)
 	}
 	return nil, -1, errors.Join(errs...)
+}
+
+// unsealToken unseals a systemd-tpm2 token's secret and returns its key
+// slots' passphrase.
+func unsealToken(t transport.TPM, raw []byte, o TPM2UnlockOptions) (*secret.Buffer, error) {
+	parsed, err := tpm.ParseToken(raw)
+	if err != nil {
+		return nil, err
+	}
+	sealed, err := parsed.Sealed()
+	if err != nil {
+		return nil, err
+	}
+	var pin []byte
+	if sealed.PIN {
+		if o.PIN == nil {
+			return nil, tpm.ErrPINRequired
+		}
+		if pin, err = o.PIN(); err != nil {
+			return nil, err
+		}
+		defer secret.Wipe(pin)
+	}
+	sec, err := tpm.Unseal(t, sealed, pin)
+	if err != nil {
+		return nil, err
+	}
+	defer secret.Wipe(sec)
+	return secret.From(tpm.Passphrase(sec)), nil
 }
