@@ -79,6 +79,39 @@ func BenchmarkXTSLarge(b *testing.B) {
 	}
 }
 
+// BenchmarkXTSWorkers measures how the engine scales over CPUs: 4 MiB
+// calls split over one and over two goroutines, interleaved within each
+// iteration so that a busy machine slows both alike. It reports each one's
+// wall-clock MB/s, their ratio ("2w/1w") and how busy other processes kept
+// the CPUs meanwhile ("others-load", 0 to 1, from /proc/stat): on an idle
+// machine with two CPUs the ratio approaches 2.
+func BenchmarkXTSWorkers(b *testing.B) {
+	for _, ss := range []int{512, 4096} {
+		b.Run(fmt.Sprint(ss), func(b *testing.B) {
+			c, err := New("aes-xts-plain64", make([]byte, 64), ss)
+			if err != nil {
+				b.Fatal(err)
+			}
+			buf := make([]byte, 4<<20)
+			var took [3]time.Duration
+			b.SetBytes(int64(2 * len(buf)))
+			load := othersLoad()
+			for i := 0; b.Loop(); i++ {
+				for _, w := range []int{1, 2} {
+					start := time.Now()
+					c.cryptWorkers(buf, buf, uint64(i)<<13, false, w)
+					took[w] += time.Since(start)
+				}
+			}
+			for _, w := range []int{1, 2} {
+				b.ReportMetric(float64(len(buf))*float64(b.N)/took[w].Seconds()/1e6, fmt.Sprintf("%dw-MB/s", w))
+			}
+			b.ReportMetric(took[1].Seconds()/took[2].Seconds(), "2w/1w")
+			b.ReportMetric(load(), "others-load")
+		})
+	}
+}
+
 // BenchmarkAESECB is the pure-Go ceiling: one crypto/aes Block.Encrypt per
 // 16 bytes and nothing else.
 func BenchmarkAESECB(b *testing.B) {

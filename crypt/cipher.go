@@ -12,7 +12,8 @@
 // The XTS engine picks its kernel at run time (Cipher.Kernel names it): on
 // amd64 a VAES/VPCLMULQDQ kernel on YMM registers, else an AES-NI kernel
 // (both generated with avo by internal/asmgen), else batched pure Go,
-// which the purego build tag forces.
+// which the purego build tag forces. The VOLCRYPT_XTS_KERNEL environment
+// variable (KernelEnv) picks one by name, for benchmarks.
 package crypt
 
 import (
@@ -231,7 +232,11 @@ const parallelMin = 256 << 10
 // large calls on sector boundaries over the available CPUs. Sectors are
 // independent, so the split changes nothing in the output.
 func (c *Cipher) crypt(dst, src []byte, iv uint64, decrypt bool) {
-	workers := runtime.GOMAXPROCS(0)
+	c.cryptWorkers(dst, src, iv, decrypt, runtime.GOMAXPROCS(0))
+}
+
+// cryptWorkers is crypt on at most workers goroutines.
+func (c *Cipher) cryptWorkers(dst, src []byte, iv uint64, decrypt bool, workers int) {
 	if workers < 2 || len(src) < parallelMin || c.engine == engineNull {
 		c.cryptSerial(dst, src, iv, decrypt)
 		return

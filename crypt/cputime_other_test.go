@@ -20,3 +20,6 @@ func cpuThroughput(b *testing.B, bytesPerOp int64, f func(i int)) {
 // threadCPU is unavailable here: it returns 0 and benchmarks skip CPU-time
 // metrics.
 func threadCPU() time.Duration { return 0 }
+
+// othersLoad is unavailable here: the function it returns reports -1.
+func othersLoad() func() float64 { return func() float64 { return -1 } }

@@ -1,5 +1,7 @@
 package crypt
 
+import "os"
+
 //go:generate go run ./internal/asmgen -out xts_amd64.s -stubs stubs_amd64.go -pkg crypt
 
 // xtsKernel is one implementation of the XTS sector functions. encrypt and
@@ -32,9 +34,31 @@ func encryptTweaksGo(k *xtsKey, ivs []byte) {
 // kernelGo. Architecture files prepend theirs in init.
 var xtsKernels = []*xtsKernel{kernelGo}
 
-// selectedKernel is the kernel New gives XTS ciphers: the fastest one.
-// Tests switch it to run every kernel.
-var selectedKernel = func() *xtsKernel { return xtsKernels[0] }
+// KernelEnv names the environment variable that picks the XTS kernel New
+// uses, by the name Cipher.Kernel reports ("vaes", "aesni" or "go"), for
+// benchmarks and comparisons. It is read once, at start-up; a name this CPU
+// cannot run, or an unknown one, leaves the fastest kernel selected (check
+// Cipher.Kernel). The purego build tag leaves only "go".
+const KernelEnv = "VOLCRYPT_XTS_KERNEL"
+
+// kernelOverride is KernelEnv's value at start-up.
+var kernelOverride = os.Getenv(KernelEnv)
+
+// selectedKernel is the kernel New gives XTS ciphers: the one KernelEnv
+// names if this CPU has it, else the fastest. Tests switch it to run every
+// kernel.
+var selectedKernel = func() *xtsKernel { return pickKernel(xtsKernels, kernelOverride) }
+
+// pickKernel returns the kernel of kernels called name, or the first (the
+// fastest) if none is.
+func pickKernel(kernels []*xtsKernel, name string) *xtsKernel {
+	for _, k := range kernels {
+		if k.name == name {
+			return k
+		}
+	}
+	return kernels[0]
+}
 
 // Kernel names the implementation behind the XTS engine ("vaes", "aesni",
 // "go"), or returns "" for other modes.

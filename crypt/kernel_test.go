@@ -49,6 +49,28 @@ func TestKernelSelected(t *testing.T) {
 	require.Empty(t, c2.Kernel())
 }
 
+// TestPickKernel checks how KernelEnv's value picks a kernel: by name when
+// this CPU has it, else the fastest.
+func TestPickKernel(t *testing.T) {
+	for _, tc := range []struct {
+		name, env string
+		want      *xtsKernel
+	}{
+		{"unset", "", xtsKernels[0]},
+		{"go", "go", kernelGo},
+		{"fastest by name", xtsKernels[0].name, xtsKernels[0]},
+		{"unknown", "avx1024", xtsKernels[0]},
+		{"case matters", "GO", xtsKernels[0]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Same(t, tc.want, pickKernel(xtsKernels, tc.env))
+		})
+	}
+	if len(xtsKernels) > 2 {
+		require.Same(t, xtsKernels[1], pickKernel(xtsKernels, xtsKernels[1].name))
+	}
+}
+
 // TestKernelsMatchXCrypto runs every kernel directly (not only the selected
 // one) on random keys, data and IVs, every sector size from 512 to 4096
 // and every key size, both directions, in place and out of place, against

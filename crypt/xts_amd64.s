@@ -18,7 +18,7 @@ GLOBL xtsPoly<>(SB), RODATA|NOPTR, $32
 
 // func xtsEncryptAESNI(rk *byte, rounds int, dst *byte, src *byte, tweaks *byte, sectors int, blocks int)
 // Requires: AES, SSE2
-TEXT ·xtsEncryptAESNI(SB), NOSPLIT, $128-56
+TEXT ·xtsEncryptAESNI(SB), NOSPLIT, $272-56
 	MOVQ  rk+0(FP), AX
 	MOVQ  rounds+8(FP), CX
 	MOVQ  dst+16(FP), DX
@@ -28,94 +28,126 @@ TEXT ·xtsEncryptAESNI(SB), NOSPLIT, $128-56
 	MOVQ  blocks+48(FP), R8
 	MOVOU xtsAlphaMask<>+0(SB), X10
 	SHRQ  $0x03, R8
-
-xtsEncryptAESNI_sector:
+	LEAQ  15(SP), R9
+	ANDQ  $-16, R9
+	LEAQ  128(R9), R10
 	TESTQ DI, DI
 	JZ    xtsEncryptAESNI_done
-	MOVOU (SI), X9
-	MOVQ  R8, R9
+	CMPQ  CX, $0x0a
+	JE    xtsEncryptAESNI_10
+	CMPQ  CX, $0x0c
+	JE    xtsEncryptAESNI_12
 
-xtsEncryptAESNI_group:
-	// Load 8 blocks, whiten with their tweaks (kept on the stack) and round key 0.
-	MOVOU  (AX), X8
-	MOVOU  X9, (SP)
-	MOVOU  (BX), X0
-	PXOR   X9, X0
-	PXOR   X8, X0
-	PSHUFD $0x13, X9, X11
-	PSRAL  $0x1f, X11
-	PAND   X10, X11
-	PADDQ  X9, X9
-	PXOR   X11, X9
-	MOVOU  X9, 16(SP)
-	MOVOU  16(BX), X1
-	PXOR   X9, X1
-	PXOR   X8, X1
-	PSHUFD $0x13, X9, X11
-	PSRAL  $0x1f, X11
-	PAND   X10, X11
-	PADDQ  X9, X9
-	PXOR   X11, X9
-	MOVOU  X9, 32(SP)
-	MOVOU  32(BX), X2
-	PXOR   X9, X2
-	PXOR   X8, X2
-	PSHUFD $0x13, X9, X11
-	PSRAL  $0x1f, X11
-	PAND   X10, X11
-	PADDQ  X9, X9
-	PXOR   X11, X9
-	MOVOU  X9, 48(SP)
-	MOVOU  48(BX), X3
-	PXOR   X9, X3
-	PXOR   X8, X3
-	PSHUFD $0x13, X9, X11
-	PSRAL  $0x1f, X11
-	PAND   X10, X11
-	PADDQ  X9, X9
-	PXOR   X11, X9
-	MOVOU  X9, 64(SP)
-	MOVOU  64(BX), X4
-	PXOR   X9, X4
-	PXOR   X8, X4
-	PSHUFD $0x13, X9, X11
-	PSRAL  $0x1f, X11
-	PAND   X10, X11
-	PADDQ  X9, X9
-	PXOR   X11, X9
-	MOVOU  X9, 80(SP)
-	MOVOU  80(BX), X5
-	PXOR   X9, X5
-	PXOR   X8, X5
-	PSHUFD $0x13, X9, X11
-	PSRAL  $0x1f, X11
-	PAND   X10, X11
-	PADDQ  X9, X9
-	PXOR   X11, X9
-	MOVOU  X9, 96(SP)
-	MOVOU  96(BX), X6
-	PXOR   X9, X6
-	PXOR   X8, X6
-	PSHUFD $0x13, X9, X11
-	PSRAL  $0x1f, X11
-	PAND   X10, X11
-	PADDQ  X9, X9
-	PXOR   X11, X9
-	MOVOU  X9, 112(SP)
-	MOVOU  112(BX), X7
-	PXOR   X9, X7
-	PXOR   X8, X7
-	PSHUFD $0x13, X9, X11
-	PSRAL  $0x1f, X11
-	PAND   X10, X11
-	PADDQ  X9, X9
-	PXOR   X11, X9
-	LEAQ   16(AX), R10
-	MOVQ   CX, R11
-	DECQ   R11
+	// 14 rounds.
+	MOVOU 224(AX), X13
+	MOVOU (AX), X12
+	PXOR  X13, X12
 
-xtsEncryptAESNI_round:
-	MOVOU      (R10), X8
+	// The first sector's first eight tweaks.
+	MOVOU  (SI), X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, (R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 16(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 32(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 48(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 64(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 80(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 96(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 112(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+
+xtsEncryptAESNI_14_sector:
+	MOVQ R8, CX
+
+xtsEncryptAESNI_14_group:
+	MOVOU (BX), X0
+	PXOR  (R9), X0
+	PXOR  X12, X0
+	MOVOU 16(BX), X1
+	PXOR  16(R9), X1
+	PXOR  X12, X1
+	MOVOU 32(BX), X2
+	PXOR  32(R9), X2
+	PXOR  X12, X2
+	MOVOU 48(BX), X3
+	PXOR  48(R9), X3
+	PXOR  X12, X3
+	MOVOU 64(BX), X4
+	PXOR  64(R9), X4
+	PXOR  X12, X4
+	MOVOU 80(BX), X5
+	PXOR  80(R9), X5
+	PXOR  X12, X5
+	MOVOU 96(BX), X6
+	PXOR  96(R9), X6
+	PXOR  X12, X6
+	MOVOU 112(BX), X7
+	PXOR  112(R9), X7
+	PXOR  X12, X7
+
+	// In a sector's last group, the next sector's tweaks follow.
+	CMPQ  CX, $0x01
+	JNE   xtsEncryptAESNI_14_chain
+	CMPQ  DI, $0x01
+	JE    xtsEncryptAESNI_14_chain
+	MOVOU 16(SI), X9
+
+xtsEncryptAESNI_14_chain:
+	MOVOU      16(AX), X8
 	AESENC     X8, X0
 	AESENC     X8, X1
 	AESENC     X8, X2
@@ -124,49 +156,782 @@ xtsEncryptAESNI_round:
 	AESENC     X8, X5
 	AESENC     X8, X6
 	AESENC     X8, X7
-	ADDQ       $0x10, R10
-	DECQ       R11
-	JNZ        xtsEncryptAESNI_round
-	MOVOU      (R10), X8
-	AESENCLAST X8, X0
-	AESENCLAST X8, X1
-	AESENCLAST X8, X2
-	AESENCLAST X8, X3
-	AESENCLAST X8, X4
-	AESENCLAST X8, X5
-	AESENCLAST X8, X6
-	AESENCLAST X8, X7
-	MOVOU      (SP), X11
-	PXOR       X11, X0
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, (R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      32(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 16(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      48(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 32(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      64(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 48(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      80(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 64(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      96(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 80(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      112(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 96(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      128(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 112(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      144(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      160(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      176(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      192(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      208(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	AESENCLAST (R9), X0
 	MOVOU      X0, (DX)
-	MOVOU      16(SP), X11
-	PXOR       X11, X1
+	AESENCLAST 16(R9), X1
 	MOVOU      X1, 16(DX)
-	MOVOU      32(SP), X11
-	PXOR       X11, X2
+	AESENCLAST 32(R9), X2
 	MOVOU      X2, 32(DX)
-	MOVOU      48(SP), X11
-	PXOR       X11, X3
+	AESENCLAST 48(R9), X3
 	MOVOU      X3, 48(DX)
-	MOVOU      64(SP), X11
-	PXOR       X11, X4
+	AESENCLAST 64(R9), X4
 	MOVOU      X4, 64(DX)
-	MOVOU      80(SP), X11
-	PXOR       X11, X5
+	AESENCLAST 80(R9), X5
 	MOVOU      X5, 80(DX)
-	MOVOU      96(SP), X11
-	PXOR       X11, X6
+	AESENCLAST 96(R9), X6
 	MOVOU      X6, 96(DX)
-	MOVOU      112(SP), X11
-	PXOR       X11, X7
+	AESENCLAST 112(R9), X7
 	MOVOU      X7, 112(DX)
+	XCHGQ      R9, R10
 	ADDQ       $0x00000080, BX
 	ADDQ       $0x00000080, DX
-	DECQ       R9
-	JNZ        xtsEncryptAESNI_group
+	DECQ       CX
+	JNZ        xtsEncryptAESNI_14_group
 	ADDQ       $0x10, SI
 	DECQ       DI
-	JMP        xtsEncryptAESNI_sector
+	JNZ        xtsEncryptAESNI_14_sector
+	JMP        xtsEncryptAESNI_done
+
+	// 12 rounds.
+xtsEncryptAESNI_12:
+	MOVOU 192(AX), X13
+	MOVOU (AX), X12
+	PXOR  X13, X12
+
+	// The first sector's first eight tweaks.
+	MOVOU  (SI), X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, (R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 16(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 32(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 48(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 64(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 80(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 96(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 112(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+
+xtsEncryptAESNI_12_sector:
+	MOVQ R8, CX
+
+xtsEncryptAESNI_12_group:
+	MOVOU (BX), X0
+	PXOR  (R9), X0
+	PXOR  X12, X0
+	MOVOU 16(BX), X1
+	PXOR  16(R9), X1
+	PXOR  X12, X1
+	MOVOU 32(BX), X2
+	PXOR  32(R9), X2
+	PXOR  X12, X2
+	MOVOU 48(BX), X3
+	PXOR  48(R9), X3
+	PXOR  X12, X3
+	MOVOU 64(BX), X4
+	PXOR  64(R9), X4
+	PXOR  X12, X4
+	MOVOU 80(BX), X5
+	PXOR  80(R9), X5
+	PXOR  X12, X5
+	MOVOU 96(BX), X6
+	PXOR  96(R9), X6
+	PXOR  X12, X6
+	MOVOU 112(BX), X7
+	PXOR  112(R9), X7
+	PXOR  X12, X7
+
+	// In a sector's last group, the next sector's tweaks follow.
+	CMPQ  CX, $0x01
+	JNE   xtsEncryptAESNI_12_chain
+	CMPQ  DI, $0x01
+	JE    xtsEncryptAESNI_12_chain
+	MOVOU 16(SI), X9
+
+xtsEncryptAESNI_12_chain:
+	MOVOU      16(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, (R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      32(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 16(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      48(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 32(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      64(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 48(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      80(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 64(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      96(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 80(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      112(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 96(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      128(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 112(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      144(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      160(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      176(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	AESENCLAST (R9), X0
+	MOVOU      X0, (DX)
+	AESENCLAST 16(R9), X1
+	MOVOU      X1, 16(DX)
+	AESENCLAST 32(R9), X2
+	MOVOU      X2, 32(DX)
+	AESENCLAST 48(R9), X3
+	MOVOU      X3, 48(DX)
+	AESENCLAST 64(R9), X4
+	MOVOU      X4, 64(DX)
+	AESENCLAST 80(R9), X5
+	MOVOU      X5, 80(DX)
+	AESENCLAST 96(R9), X6
+	MOVOU      X6, 96(DX)
+	AESENCLAST 112(R9), X7
+	MOVOU      X7, 112(DX)
+	XCHGQ      R9, R10
+	ADDQ       $0x00000080, BX
+	ADDQ       $0x00000080, DX
+	DECQ       CX
+	JNZ        xtsEncryptAESNI_12_group
+	ADDQ       $0x10, SI
+	DECQ       DI
+	JNZ        xtsEncryptAESNI_12_sector
+	JMP        xtsEncryptAESNI_done
+
+	// 10 rounds.
+xtsEncryptAESNI_10:
+	MOVOU 160(AX), X13
+	MOVOU (AX), X12
+	PXOR  X13, X12
+
+	// The first sector's first eight tweaks.
+	MOVOU  (SI), X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, (R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 16(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 32(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 48(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 64(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 80(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 96(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 112(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+
+xtsEncryptAESNI_10_sector:
+	MOVQ R8, CX
+
+xtsEncryptAESNI_10_group:
+	MOVOU (BX), X0
+	PXOR  (R9), X0
+	PXOR  X12, X0
+	MOVOU 16(BX), X1
+	PXOR  16(R9), X1
+	PXOR  X12, X1
+	MOVOU 32(BX), X2
+	PXOR  32(R9), X2
+	PXOR  X12, X2
+	MOVOU 48(BX), X3
+	PXOR  48(R9), X3
+	PXOR  X12, X3
+	MOVOU 64(BX), X4
+	PXOR  64(R9), X4
+	PXOR  X12, X4
+	MOVOU 80(BX), X5
+	PXOR  80(R9), X5
+	PXOR  X12, X5
+	MOVOU 96(BX), X6
+	PXOR  96(R9), X6
+	PXOR  X12, X6
+	MOVOU 112(BX), X7
+	PXOR  112(R9), X7
+	PXOR  X12, X7
+
+	// In a sector's last group, the next sector's tweaks follow.
+	CMPQ  CX, $0x01
+	JNE   xtsEncryptAESNI_10_chain
+	CMPQ  DI, $0x01
+	JE    xtsEncryptAESNI_10_chain
+	MOVOU 16(SI), X9
+
+xtsEncryptAESNI_10_chain:
+	MOVOU      16(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, (R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      32(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 16(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      48(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 32(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      64(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 48(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      80(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 64(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      96(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 80(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      112(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 96(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      128(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 112(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      144(AX), X8
+	AESENC     X8, X0
+	AESENC     X8, X1
+	AESENC     X8, X2
+	AESENC     X8, X3
+	AESENC     X8, X4
+	AESENC     X8, X5
+	AESENC     X8, X6
+	AESENC     X8, X7
+	AESENCLAST (R9), X0
+	MOVOU      X0, (DX)
+	AESENCLAST 16(R9), X1
+	MOVOU      X1, 16(DX)
+	AESENCLAST 32(R9), X2
+	MOVOU      X2, 32(DX)
+	AESENCLAST 48(R9), X3
+	MOVOU      X3, 48(DX)
+	AESENCLAST 64(R9), X4
+	MOVOU      X4, 64(DX)
+	AESENCLAST 80(R9), X5
+	MOVOU      X5, 80(DX)
+	AESENCLAST 96(R9), X6
+	MOVOU      X6, 96(DX)
+	AESENCLAST 112(R9), X7
+	MOVOU      X7, 112(DX)
+	XCHGQ      R9, R10
+	ADDQ       $0x00000080, BX
+	ADDQ       $0x00000080, DX
+	DECQ       CX
+	JNZ        xtsEncryptAESNI_10_group
+	ADDQ       $0x10, SI
+	DECQ       DI
+	JNZ        xtsEncryptAESNI_10_sector
 
 xtsEncryptAESNI_done:
 	// Tweaks and round-key material are secrets: leave none in registers or on the stack.
@@ -181,6 +946,8 @@ xtsEncryptAESNI_done:
 	PXOR  X8, X8
 	PXOR  X9, X9
 	PXOR  X11, X11
+	PXOR  X12, X12
+	PXOR  X13, X13
 	MOVOU X0, (SP)
 	MOVOU X0, 16(SP)
 	MOVOU X0, 32(SP)
@@ -189,11 +956,20 @@ xtsEncryptAESNI_done:
 	MOVOU X0, 80(SP)
 	MOVOU X0, 96(SP)
 	MOVOU X0, 112(SP)
+	MOVOU X0, 128(SP)
+	MOVOU X0, 144(SP)
+	MOVOU X0, 160(SP)
+	MOVOU X0, 176(SP)
+	MOVOU X0, 192(SP)
+	MOVOU X0, 208(SP)
+	MOVOU X0, 224(SP)
+	MOVOU X0, 240(SP)
+	MOVOU X0, 256(SP)
 	RET
 
 // func xtsDecryptAESNI(rk *byte, rounds int, dst *byte, src *byte, tweaks *byte, sectors int, blocks int)
 // Requires: AES, SSE2
-TEXT ·xtsDecryptAESNI(SB), NOSPLIT, $128-56
+TEXT ·xtsDecryptAESNI(SB), NOSPLIT, $272-56
 	MOVQ  rk+0(FP), AX
 	MOVQ  rounds+8(FP), CX
 	MOVQ  dst+16(FP), DX
@@ -203,94 +979,126 @@ TEXT ·xtsDecryptAESNI(SB), NOSPLIT, $128-56
 	MOVQ  blocks+48(FP), R8
 	MOVOU xtsAlphaMask<>+0(SB), X10
 	SHRQ  $0x03, R8
-
-xtsDecryptAESNI_sector:
+	LEAQ  15(SP), R9
+	ANDQ  $-16, R9
+	LEAQ  128(R9), R10
 	TESTQ DI, DI
 	JZ    xtsDecryptAESNI_done
-	MOVOU (SI), X9
-	MOVQ  R8, R9
+	CMPQ  CX, $0x0a
+	JE    xtsDecryptAESNI_10
+	CMPQ  CX, $0x0c
+	JE    xtsDecryptAESNI_12
 
-xtsDecryptAESNI_group:
-	// Load 8 blocks, whiten with their tweaks (kept on the stack) and round key 0.
-	MOVOU  (AX), X8
-	MOVOU  X9, (SP)
-	MOVOU  (BX), X0
-	PXOR   X9, X0
-	PXOR   X8, X0
-	PSHUFD $0x13, X9, X11
-	PSRAL  $0x1f, X11
-	PAND   X10, X11
-	PADDQ  X9, X9
-	PXOR   X11, X9
-	MOVOU  X9, 16(SP)
-	MOVOU  16(BX), X1
-	PXOR   X9, X1
-	PXOR   X8, X1
-	PSHUFD $0x13, X9, X11
-	PSRAL  $0x1f, X11
-	PAND   X10, X11
-	PADDQ  X9, X9
-	PXOR   X11, X9
-	MOVOU  X9, 32(SP)
-	MOVOU  32(BX), X2
-	PXOR   X9, X2
-	PXOR   X8, X2
-	PSHUFD $0x13, X9, X11
-	PSRAL  $0x1f, X11
-	PAND   X10, X11
-	PADDQ  X9, X9
-	PXOR   X11, X9
-	MOVOU  X9, 48(SP)
-	MOVOU  48(BX), X3
-	PXOR   X9, X3
-	PXOR   X8, X3
-	PSHUFD $0x13, X9, X11
-	PSRAL  $0x1f, X11
-	PAND   X10, X11
-	PADDQ  X9, X9
-	PXOR   X11, X9
-	MOVOU  X9, 64(SP)
-	MOVOU  64(BX), X4
-	PXOR   X9, X4
-	PXOR   X8, X4
-	PSHUFD $0x13, X9, X11
-	PSRAL  $0x1f, X11
-	PAND   X10, X11
-	PADDQ  X9, X9
-	PXOR   X11, X9
-	MOVOU  X9, 80(SP)
-	MOVOU  80(BX), X5
-	PXOR   X9, X5
-	PXOR   X8, X5
-	PSHUFD $0x13, X9, X11
-	PSRAL  $0x1f, X11
-	PAND   X10, X11
-	PADDQ  X9, X9
-	PXOR   X11, X9
-	MOVOU  X9, 96(SP)
-	MOVOU  96(BX), X6
-	PXOR   X9, X6
-	PXOR   X8, X6
-	PSHUFD $0x13, X9, X11
-	PSRAL  $0x1f, X11
-	PAND   X10, X11
-	PADDQ  X9, X9
-	PXOR   X11, X9
-	MOVOU  X9, 112(SP)
-	MOVOU  112(BX), X7
-	PXOR   X9, X7
-	PXOR   X8, X7
-	PSHUFD $0x13, X9, X11
-	PSRAL  $0x1f, X11
-	PAND   X10, X11
-	PADDQ  X9, X9
-	PXOR   X11, X9
-	LEAQ   16(AX), R10
-	MOVQ   CX, R11
-	DECQ   R11
+	// 14 rounds.
+	MOVOU 224(AX), X13
+	MOVOU (AX), X12
+	PXOR  X13, X12
 
-xtsDecryptAESNI_round:
-	MOVOU      (R10), X8
+	// The first sector's first eight tweaks.
+	MOVOU  (SI), X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, (R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 16(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 32(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 48(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 64(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 80(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 96(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 112(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+
+xtsDecryptAESNI_14_sector:
+	MOVQ R8, CX
+
+xtsDecryptAESNI_14_group:
+	MOVOU (BX), X0
+	PXOR  (R9), X0
+	PXOR  X12, X0
+	MOVOU 16(BX), X1
+	PXOR  16(R9), X1
+	PXOR  X12, X1
+	MOVOU 32(BX), X2
+	PXOR  32(R9), X2
+	PXOR  X12, X2
+	MOVOU 48(BX), X3
+	PXOR  48(R9), X3
+	PXOR  X12, X3
+	MOVOU 64(BX), X4
+	PXOR  64(R9), X4
+	PXOR  X12, X4
+	MOVOU 80(BX), X5
+	PXOR  80(R9), X5
+	PXOR  X12, X5
+	MOVOU 96(BX), X6
+	PXOR  96(R9), X6
+	PXOR  X12, X6
+	MOVOU 112(BX), X7
+	PXOR  112(R9), X7
+	PXOR  X12, X7
+
+	// In a sector's last group, the next sector's tweaks follow.
+	CMPQ  CX, $0x01
+	JNE   xtsDecryptAESNI_14_chain
+	CMPQ  DI, $0x01
+	JE    xtsDecryptAESNI_14_chain
+	MOVOU 16(SI), X9
+
+xtsDecryptAESNI_14_chain:
+	MOVOU      16(AX), X8
 	AESDEC     X8, X0
 	AESDEC     X8, X1
 	AESDEC     X8, X2
@@ -299,49 +1107,782 @@ xtsDecryptAESNI_round:
 	AESDEC     X8, X5
 	AESDEC     X8, X6
 	AESDEC     X8, X7
-	ADDQ       $0x10, R10
-	DECQ       R11
-	JNZ        xtsDecryptAESNI_round
-	MOVOU      (R10), X8
-	AESDECLAST X8, X0
-	AESDECLAST X8, X1
-	AESDECLAST X8, X2
-	AESDECLAST X8, X3
-	AESDECLAST X8, X4
-	AESDECLAST X8, X5
-	AESDECLAST X8, X6
-	AESDECLAST X8, X7
-	MOVOU      (SP), X11
-	PXOR       X11, X0
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, (R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      32(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 16(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      48(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 32(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      64(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 48(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      80(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 64(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      96(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 80(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      112(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 96(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      128(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 112(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      144(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      160(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      176(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      192(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      208(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	AESDECLAST (R9), X0
 	MOVOU      X0, (DX)
-	MOVOU      16(SP), X11
-	PXOR       X11, X1
+	AESDECLAST 16(R9), X1
 	MOVOU      X1, 16(DX)
-	MOVOU      32(SP), X11
-	PXOR       X11, X2
+	AESDECLAST 32(R9), X2
 	MOVOU      X2, 32(DX)
-	MOVOU      48(SP), X11
-	PXOR       X11, X3
+	AESDECLAST 48(R9), X3
 	MOVOU      X3, 48(DX)
-	MOVOU      64(SP), X11
-	PXOR       X11, X4
+	AESDECLAST 64(R9), X4
 	MOVOU      X4, 64(DX)
-	MOVOU      80(SP), X11
-	PXOR       X11, X5
+	AESDECLAST 80(R9), X5
 	MOVOU      X5, 80(DX)
-	MOVOU      96(SP), X11
-	PXOR       X11, X6
+	AESDECLAST 96(R9), X6
 	MOVOU      X6, 96(DX)
-	MOVOU      112(SP), X11
-	PXOR       X11, X7
+	AESDECLAST 112(R9), X7
 	MOVOU      X7, 112(DX)
+	XCHGQ      R9, R10
 	ADDQ       $0x00000080, BX
 	ADDQ       $0x00000080, DX
-	DECQ       R9
-	JNZ        xtsDecryptAESNI_group
+	DECQ       CX
+	JNZ        xtsDecryptAESNI_14_group
 	ADDQ       $0x10, SI
 	DECQ       DI
-	JMP        xtsDecryptAESNI_sector
+	JNZ        xtsDecryptAESNI_14_sector
+	JMP        xtsDecryptAESNI_done
+
+	// 12 rounds.
+xtsDecryptAESNI_12:
+	MOVOU 192(AX), X13
+	MOVOU (AX), X12
+	PXOR  X13, X12
+
+	// The first sector's first eight tweaks.
+	MOVOU  (SI), X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, (R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 16(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 32(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 48(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 64(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 80(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 96(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 112(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+
+xtsDecryptAESNI_12_sector:
+	MOVQ R8, CX
+
+xtsDecryptAESNI_12_group:
+	MOVOU (BX), X0
+	PXOR  (R9), X0
+	PXOR  X12, X0
+	MOVOU 16(BX), X1
+	PXOR  16(R9), X1
+	PXOR  X12, X1
+	MOVOU 32(BX), X2
+	PXOR  32(R9), X2
+	PXOR  X12, X2
+	MOVOU 48(BX), X3
+	PXOR  48(R9), X3
+	PXOR  X12, X3
+	MOVOU 64(BX), X4
+	PXOR  64(R9), X4
+	PXOR  X12, X4
+	MOVOU 80(BX), X5
+	PXOR  80(R9), X5
+	PXOR  X12, X5
+	MOVOU 96(BX), X6
+	PXOR  96(R9), X6
+	PXOR  X12, X6
+	MOVOU 112(BX), X7
+	PXOR  112(R9), X7
+	PXOR  X12, X7
+
+	// In a sector's last group, the next sector's tweaks follow.
+	CMPQ  CX, $0x01
+	JNE   xtsDecryptAESNI_12_chain
+	CMPQ  DI, $0x01
+	JE    xtsDecryptAESNI_12_chain
+	MOVOU 16(SI), X9
+
+xtsDecryptAESNI_12_chain:
+	MOVOU      16(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, (R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      32(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 16(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      48(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 32(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      64(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 48(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      80(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 64(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      96(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 80(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      112(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 96(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      128(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 112(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      144(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      160(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      176(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	AESDECLAST (R9), X0
+	MOVOU      X0, (DX)
+	AESDECLAST 16(R9), X1
+	MOVOU      X1, 16(DX)
+	AESDECLAST 32(R9), X2
+	MOVOU      X2, 32(DX)
+	AESDECLAST 48(R9), X3
+	MOVOU      X3, 48(DX)
+	AESDECLAST 64(R9), X4
+	MOVOU      X4, 64(DX)
+	AESDECLAST 80(R9), X5
+	MOVOU      X5, 80(DX)
+	AESDECLAST 96(R9), X6
+	MOVOU      X6, 96(DX)
+	AESDECLAST 112(R9), X7
+	MOVOU      X7, 112(DX)
+	XCHGQ      R9, R10
+	ADDQ       $0x00000080, BX
+	ADDQ       $0x00000080, DX
+	DECQ       CX
+	JNZ        xtsDecryptAESNI_12_group
+	ADDQ       $0x10, SI
+	DECQ       DI
+	JNZ        xtsDecryptAESNI_12_sector
+	JMP        xtsDecryptAESNI_done
+
+	// 10 rounds.
+xtsDecryptAESNI_10:
+	MOVOU 160(AX), X13
+	MOVOU (AX), X12
+	PXOR  X13, X12
+
+	// The first sector's first eight tweaks.
+	MOVOU  (SI), X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, (R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 16(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 32(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 48(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 64(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 80(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 96(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+	MOVOU  X9, X11
+	PXOR   X13, X11
+	MOVOU  X11, 112(R9)
+	PSHUFD $0x13, X9, X11
+	PSRAL  $0x1f, X11
+	PAND   X10, X11
+	PADDQ  X9, X9
+	PXOR   X11, X9
+
+xtsDecryptAESNI_10_sector:
+	MOVQ R8, CX
+
+xtsDecryptAESNI_10_group:
+	MOVOU (BX), X0
+	PXOR  (R9), X0
+	PXOR  X12, X0
+	MOVOU 16(BX), X1
+	PXOR  16(R9), X1
+	PXOR  X12, X1
+	MOVOU 32(BX), X2
+	PXOR  32(R9), X2
+	PXOR  X12, X2
+	MOVOU 48(BX), X3
+	PXOR  48(R9), X3
+	PXOR  X12, X3
+	MOVOU 64(BX), X4
+	PXOR  64(R9), X4
+	PXOR  X12, X4
+	MOVOU 80(BX), X5
+	PXOR  80(R9), X5
+	PXOR  X12, X5
+	MOVOU 96(BX), X6
+	PXOR  96(R9), X6
+	PXOR  X12, X6
+	MOVOU 112(BX), X7
+	PXOR  112(R9), X7
+	PXOR  X12, X7
+
+	// In a sector's last group, the next sector's tweaks follow.
+	CMPQ  CX, $0x01
+	JNE   xtsDecryptAESNI_10_chain
+	CMPQ  DI, $0x01
+	JE    xtsDecryptAESNI_10_chain
+	MOVOU 16(SI), X9
+
+xtsDecryptAESNI_10_chain:
+	MOVOU      16(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, (R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      32(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 16(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      48(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 32(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      64(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 48(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      80(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 64(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      96(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 80(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      112(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 96(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      128(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	MOVOU      X9, X11
+	PXOR       X13, X11
+	MOVOU      X11, 112(R10)
+	PSHUFD     $0x13, X9, X11
+	PSRAL      $0x1f, X11
+	PAND       X10, X11
+	PADDQ      X9, X9
+	PXOR       X11, X9
+	MOVOU      144(AX), X8
+	AESDEC     X8, X0
+	AESDEC     X8, X1
+	AESDEC     X8, X2
+	AESDEC     X8, X3
+	AESDEC     X8, X4
+	AESDEC     X8, X5
+	AESDEC     X8, X6
+	AESDEC     X8, X7
+	AESDECLAST (R9), X0
+	MOVOU      X0, (DX)
+	AESDECLAST 16(R9), X1
+	MOVOU      X1, 16(DX)
+	AESDECLAST 32(R9), X2
+	MOVOU      X2, 32(DX)
+	AESDECLAST 48(R9), X3
+	MOVOU      X3, 48(DX)
+	AESDECLAST 64(R9), X4
+	MOVOU      X4, 64(DX)
+	AESDECLAST 80(R9), X5
+	MOVOU      X5, 80(DX)
+	AESDECLAST 96(R9), X6
+	MOVOU      X6, 96(DX)
+	AESDECLAST 112(R9), X7
+	MOVOU      X7, 112(DX)
+	XCHGQ      R9, R10
+	ADDQ       $0x00000080, BX
+	ADDQ       $0x00000080, DX
+	DECQ       CX
+	JNZ        xtsDecryptAESNI_10_group
+	ADDQ       $0x10, SI
+	DECQ       DI
+	JNZ        xtsDecryptAESNI_10_sector
 
 xtsDecryptAESNI_done:
 	// Tweaks and round-key material are secrets: leave none in registers or on the stack.
@@ -356,6 +1897,8 @@ xtsDecryptAESNI_done:
 	PXOR  X8, X8
 	PXOR  X9, X9
 	PXOR  X11, X11
+	PXOR  X12, X12
+	PXOR  X13, X13
 	MOVOU X0, (SP)
 	MOVOU X0, 16(SP)
 	MOVOU X0, 32(SP)
@@ -364,6 +1907,15 @@ xtsDecryptAESNI_done:
 	MOVOU X0, 80(SP)
 	MOVOU X0, 96(SP)
 	MOVOU X0, 112(SP)
+	MOVOU X0, 128(SP)
+	MOVOU X0, 144(SP)
+	MOVOU X0, 160(SP)
+	MOVOU X0, 176(SP)
+	MOVOU X0, 192(SP)
+	MOVOU X0, 208(SP)
+	MOVOU X0, 224(SP)
+	MOVOU X0, 240(SP)
+	MOVOU X0, 256(SP)
 	RET
 
 // func xtsEncryptVAES(rk *byte, rounds int, dst *byte, src *byte, tweaks *byte, sectors int, blocks int)

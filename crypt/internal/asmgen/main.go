@@ -71,11 +71,22 @@ func loopTail(name string, step uint32, src, dst, groups, tw, sectors Register) 
 	Label(name + "_done")
 }
 
-// aesniKernel emits an SSE + AES-NI XTS kernel: for each of sectors sectors,
-// load its initial (already encrypted) tweak from tweaks, then run the
-// sector's blocks eight at a time, advancing the tweak in a register.
+// aesniKernel emits an SSE + AES-NI XTS kernel: eight blocks at a time,
+// with every round unrolled (one copy of the group loop per key size).
 // blocks (per sector) must be a positive multiple of 8; rk is the key
 // schedule for the direction, rounds 10, 12 or 14.
+//
+// The tweaks stay off the critical path: while the AES units work on one
+// group, the doubling chain already computes the next group's eight tweaks
+// (in the last group of a sector, from the next sector's initial tweak)
+// into the other half of a double buffer on the stack. Each tweak is
+// stored XORed with the last round key, so a group starts with eight loads
+// and XORs and ends with AESENCLAST taking tweak and last round key from
+// memory in one operand.
+//
+// Registers: X0–X7 data, X8 the round key, X9 the running tweak, X10 the
+// doubling mask, X11 scratch, X12 round key 0 ⊕ last round key, X13 the
+// last round key.
 func aesniKernel(name string, decrypt bool, alpha Mem) {
 	TEXT(name, NOSPLIT, "func(rk *byte, rounds int, dst, src, tweaks *byte, sectors, blocks int)")
 	Pragma("noescape")
@@ -87,69 +98,105 @@ func aesniKernel(name string, decrypt bool, alpha Mem) {
 
 	rk, rounds, dst, src, tw, sectors, blocks := sectorParams()
 	groups := GP64()
-	k := GP64()
-	r := GP64()
-	saved := AllocLocal(8 * 16)
+	cur, nxt := GP64(), GP64()
+	// Two buffers of eight tweaks, 16-byte aligned for the SSE memory
+	// operands.
+	buf := AllocLocal(2*8*16 + 16)
 
 	data := []VecPhysical{X0, X1, X2, X3, X4, X5, X6, X7}
-	key, t, tmp, mask := X8, X9, X11, X10
+	key, t, mask, tmp, key0, keyLast := X8, X9, X10, X11, X12, X13
 
 	round, last := AESENC, AESENCLAST
 	if decrypt {
 		round, last = AESDEC, AESDECLAST
 	}
 
-	MOVOU(alpha, mask)
-	SHRQ(U8(3), blocks)
-
-	Label(name + "_sector")
-	TESTQ(sectors, sectors)
-	JZ(LabelRef(name + "_done"))
-	MOVOU(Mem{Base: tw}, t)
-	MOVQ(blocks, groups)
-
-	Label(name + "_group")
-	Comment("Load 8 blocks, whiten with their tweaks (kept on the stack) and round key 0.")
-	MOVOU(Mem{Base: rk}, key)
-	for i, x := range data {
-		MOVOU(t, saved.Offset(16*i))
-		MOVOU(Mem{Base: src, Disp: 16 * i}, x)
-		PXOR(t, x)
-		PXOR(key, x)
-		// t *= α
+	// double stores t ⊕ last round key as tweak i of the buffer at base,
+	// then multiplies t by α.
+	double := func(base Register, i int) {
+		MOVOU(t, tmp)
+		PXOR(keyLast, tmp)
+		MOVOU(tmp, Mem{Base: base, Disp: 16 * i})
 		PSHUFD(U8(0x13), t, tmp)
 		PSRAL(U8(31), tmp)
 		PAND(mask, tmp)
 		PADDQ(t, t)
 		PXOR(tmp, t)
 	}
-	LEAQ(Mem{Base: rk, Disp: 16}, k)
-	MOVQ(rounds, r)
-	DECQ(r)
-	Label(name + "_round")
-	MOVOU(Mem{Base: k}, key)
-	for _, x := range data {
-		round(key, x)
+
+	MOVOU(alpha, mask)
+	SHRQ(U8(3), blocks)
+	LEAQ(buf.Offset(15), cur)
+	ANDQ(I8(-16), cur)
+	LEAQ(Mem{Base: cur, Disp: 128}, nxt)
+	TESTQ(sectors, sectors)
+	JZ(LabelRef(name + "_done"))
+
+	CMPQ(rounds, U8(10))
+	JE(LabelRef(name + "_10"))
+	CMPQ(rounds, U8(12))
+	JE(LabelRef(name + "_12"))
+	for _, nr := range []int{14, 12, 10} {
+		l := fmt.Sprintf("%s_%d", name, nr)
+		Comment(fmt.Sprintf("%d rounds.", nr))
+		Label(l)
+		MOVOU(Mem{Base: rk, Disp: 16 * nr}, keyLast)
+		MOVOU(Mem{Base: rk}, key0)
+		PXOR(keyLast, key0)
+		Comment("The first sector's first eight tweaks.")
+		MOVOU(Mem{Base: tw}, t)
+		for i := range data {
+			double(cur, i)
+		}
+
+		Label(l + "_sector")
+		MOVQ(blocks, groups)
+
+		Label(l + "_group")
+		for i, x := range data {
+			MOVOU(Mem{Base: src, Disp: 16 * i}, x)
+			PXOR(Mem{Base: cur, Disp: 16 * i}, x)
+			PXOR(key0, x)
+		}
+		Comment("In a sector's last group, the next sector's tweaks follow.")
+		CMPQ(groups, U8(1))
+		JNE(LabelRef(l + "_chain"))
+		CMPQ(sectors, U8(1))
+		JE(LabelRef(l + "_chain"))
+		MOVOU(Mem{Base: tw, Disp: 16}, t)
+		Label(l + "_chain")
+		for r := 1; r < nr; r++ {
+			MOVOU(Mem{Base: rk, Disp: 16 * r}, key)
+			for _, x := range data {
+				round(key, x)
+			}
+			if i := r - 1; i < len(data) {
+				double(nxt, i)
+			}
+		}
+		for i, x := range data {
+			last(Mem{Base: cur, Disp: 16 * i}, x)
+			MOVOU(x, Mem{Base: dst, Disp: 16 * i})
+		}
+		XCHGQ(cur, nxt)
+		ADDQ(U32(128), src)
+		ADDQ(U32(128), dst)
+		DECQ(groups)
+		JNZ(LabelRef(l + "_group"))
+
+		ADDQ(U8(16), tw)
+		DECQ(sectors)
+		JNZ(LabelRef(l + "_sector"))
+		JMP(LabelRef(name + "_done"))
 	}
-	ADDQ(U8(16), k)
-	DECQ(r)
-	JNZ(LabelRef(name + "_round"))
-	MOVOU(Mem{Base: k}, key)
-	for _, x := range data {
-		last(key, x)
-	}
-	for i, x := range data {
-		MOVOU(saved.Offset(16*i), tmp)
-		PXOR(tmp, x)
-		MOVOU(x, Mem{Base: dst, Disp: 16 * i})
-	}
-	loopTail(name, 128, src, dst, groups, tw, sectors)
+
+	Label(name + "_done")
 	Comment("Tweaks and round-key material are secrets: leave none in registers or on the stack.")
-	for _, x := range []VecPhysical{X0, X1, X2, X3, X4, X5, X6, X7, X8, X9, X11} {
+	for _, x := range []VecPhysical{X0, X1, X2, X3, X4, X5, X6, X7, X8, X9, X11, X12, X13} {
 		PXOR(x, x)
 	}
-	for i := range 8 {
-		MOVOU(X0, saved.Offset(16*i))
+	for off := 0; off < 2*8*16+16; off += 16 {
+		MOVOU(X0, buf.Offset(off))
 	}
 	RET()
 }
