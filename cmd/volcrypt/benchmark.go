@@ -16,6 +16,7 @@ import (
 	"github.com/volcrypt/volcrypt/crypt"
 	"github.com/volcrypt/volcrypt/internal/dm"
 	"github.com/volcrypt/volcrypt/internal/loop"
+	"github.com/volcrypt/volcrypt/internal/progress"
 	"github.com/volcrypt/volcrypt/internal/secret"
 	"github.com/volcrypt/volcrypt/kdf"
 )
@@ -55,10 +56,19 @@ type benchKDF struct {
 
 // benchOptions are volcrypt benchmark's flags.
 type benchOptions struct {
-	iterTime uint32        // Argon2 calibration target, ms (0: cryptsetup's 2000)
-	duration time.Duration // per cipher measurement (hidden; tests shorten it)
-	dmSize   int64         // bytes written and read through the dm-crypt mapping (hidden)
+	iterTime     uint32        // Argon2 calibration target, ms (0: cryptsetup's 2000)
+	duration     time.Duration // per cipher measurement (hidden; tests shorten it)
+	dmSize       int64         // bytes written and read through the dm-crypt mapping (hidden)
+	only         string        // "", benchOnlyKDF or benchOnlyCipher (hidden; scripts/bench)
+	progressJSON bool
 }
+
+// Values of the hidden --only flag, which scripts/bench uses to repeat one
+// half of the benchmark.
+const (
+	benchOnlyKDF    = "kdf"
+	benchOnlyCipher = "cipher"
+)
 
 const (
 	benchPBKDF2Ms   = 1000    // cryptsetup benchmark's PBKDF2 target
@@ -84,7 +94,10 @@ it also measures dm-crypt through a real mapping over a loop device.`,
 			if o.duration <= 0 || o.dmSize < benchBufferSize {
 				return usageError{fmt.Errorf("benchmark: duration must be positive and dm size at least %d bytes", benchBufferSize)}
 			}
-			r, err := runBenchmark(cmd.Context(), o)
+			if o.only != "" && o.only != benchOnlyKDF && o.only != benchOnlyCipher {
+				return usageError{fmt.Errorf("benchmark: --only %q: want %q or %q", o.only, benchOnlyKDF, benchOnlyCipher)}
+			}
+			r, err := runBenchmark(cmd.Context(), o, progress.New(a.stderr, o.progressJSON))
 			if err != nil {
 				return err
 			}
@@ -99,34 +112,43 @@ it also measures dm-crypt through a real mapping over a loop device.`,
 	fs.Uint32VarP(&o.iterTime, "iter-time", "i", 0, "Argon2 calibration target in milliseconds (default 2000)")
 	fs.DurationVar(&o.duration, "duration", time.Second, "how long each cipher measurement runs")
 	fs.Int64Var(&o.dmSize, "dm-size", 64<<20, "bytes written and read through the dm-crypt mapping")
+	fs.StringVar(&o.only, "only", "", `measure only the KDFs ("kdf") or only the ciphers ("cipher")`)
+	progress.AddFlag(fs, &o.progressJSON)
 	_ = fs.MarkHidden("duration")
 	_ = fs.MarkHidden("dm-size")
+	_ = fs.MarkHidden("only")
 	return []*cobra.Command{cmd}
 }
 
-func runBenchmark(ctx context.Context, o benchOptions) (*benchmarkReport, error) {
+// benchTask is the progress task of every measurement; its item names the
+// measurement ("pbkdf2-sha256", "argon2id", "aes-xts-plain64 512b 4096",
+// "dm-crypt aes-xts-plain64 512b 4096"). Totals are unknown (-1); cipher
+// measurements count bytes, Argon2 calibration its derivations.
+const benchTask = "benchmark"
+
+// measure runs f as one progress task named item.
+func measure[T any](pr *progress.Reporter, item string, f func(t *progress.Task) (T, error)) (T, error) {
+	t := pr.Start(benchTask, item, -1)
+	v, err := f(t)
+	t.Done(err)
+	return v, err
+}
+
+func runBenchmark(ctx context.Context, o benchOptions, pr *progress.Reporter) (*benchmarkReport, error) {
 	r := &benchmarkReport{Ciphers: []benchCipher{}, KDFs: []benchKDF{}}
-	pbkdf2Ms := uint32(benchPBKDF2Ms)
-	if o.iterTime != 0 {
-		pbkdf2Ms = min(pbkdf2Ms, o.iterTime)
-	}
-	for _, h := range []string{"sha1", "sha256", "sha512"} {
-		p, err := kdf.Calibrate(ctx, kdf.CalibrateOptions{Algorithm: kdf.PBKDF2, Hash: h, TargetMs: pbkdf2Ms, KeyLen: benchKeyLen})
-		if err != nil {
-			return nil, fmt.Errorf("benchmark: %w", err)
+	if o.only != benchOnlyCipher {
+		if err := benchKDFs(ctx, r, o, pr); err != nil {
+			return nil, err
 		}
-		r.KDFs = append(r.KDFs, benchKDF{PBKDF: kdf.PBKDF2, Hash: h, IterationsPerS: uint64(p.Time) * 1000 / uint64(pbkdf2Ms)})
 	}
-	for _, alg := range []string{kdf.Argon2i, kdf.Argon2id} {
-		k, err := benchArgon2(ctx, alg, o.iterTime)
-		if err != nil {
-			return nil, fmt.Errorf("benchmark: %w", err)
-		}
-		r.KDFs = append(r.KDFs, k)
+	if o.only == benchOnlyKDF {
+		return r, nil
 	}
 	for _, keyBits := range []int{256, 512} {
 		for _, ss := range []int{512, 4096} {
-			c, err := benchUserspace(keyBits, ss, o.duration)
+			c, err := measure(pr, fmt.Sprintf("aes-xts-plain64 %db %d", keyBits, ss), func(t *progress.Task) (benchCipher, error) {
+				return benchUserspace(keyBits, ss, o.duration, t)
+			})
 			if err != nil {
 				return nil, fmt.Errorf("benchmark: %w", err)
 			}
@@ -139,7 +161,9 @@ func runBenchmark(ctx context.Context, o benchOptions) (*benchmarkReport, error)
 	}
 	for _, keyBits := range []int{256, 512} {
 		for _, ss := range []int{512, 4096} {
-			c, err := benchDMCrypt(keyBits, ss, o.dmSize)
+			c, err := measure(pr, fmt.Sprintf("dm-crypt aes-xts-plain64 %db %d", keyBits, ss), func(t *progress.Task) (benchCipher, error) {
+				return benchDMCrypt(keyBits, ss, o.dmSize, t)
+			})
 			if err != nil {
 				return nil, fmt.Errorf("benchmark: dm-crypt: %w", err)
 			}
@@ -149,10 +173,39 @@ func runBenchmark(ctx context.Context, o benchOptions) (*benchmarkReport, error)
 	return r, nil
 }
 
+// benchKDFs measures PBKDF2 for three hashes and both Argon2 variants into r.
+func benchKDFs(ctx context.Context, r *benchmarkReport, o benchOptions, pr *progress.Reporter) error {
+	pbkdf2Ms := uint32(benchPBKDF2Ms)
+	if o.iterTime != 0 {
+		pbkdf2Ms = min(pbkdf2Ms, o.iterTime)
+	}
+	for _, h := range []string{"sha1", "sha256", "sha512"} {
+		p, err := measure(pr, "pbkdf2-"+h, func(*progress.Task) (kdf.Params, error) {
+			return kdf.Calibrate(ctx, kdf.CalibrateOptions{Algorithm: kdf.PBKDF2, Hash: h, TargetMs: pbkdf2Ms, KeyLen: benchKeyLen})
+		})
+		if err != nil {
+			return fmt.Errorf("benchmark: %w", err)
+		}
+		r.KDFs = append(r.KDFs, benchKDF{PBKDF: kdf.PBKDF2, Hash: h, IterationsPerS: uint64(p.Time) * 1000 / uint64(pbkdf2Ms)})
+	}
+	for _, alg := range []string{kdf.Argon2i, kdf.Argon2id} {
+		k, err := measure(pr, alg, func(t *progress.Task) (benchKDF, error) {
+			return benchArgon2(ctx, alg, o.iterTime, t)
+		})
+		if err != nil {
+			return fmt.Errorf("benchmark: %w", err)
+		}
+		r.KDFs = append(r.KDFs, k)
+	}
+	return nil
+}
+
 // benchArgon2 calibrates alg as a new key slot would be (to targetMs, or
-// cryptsetup's default) and times one derivation with the result.
-func benchArgon2(ctx context.Context, alg string, targetMs uint32) (benchKDF, error) {
-	p, err := kdf.Calibrate(ctx, kdf.CalibrateOptions{Algorithm: alg, TargetMs: targetMs, KeyLen: benchKeyLen})
+// cryptsetup's default) and times one derivation with the result. t counts
+// the derivations.
+func benchArgon2(ctx context.Context, alg string, targetMs uint32, t *progress.Task) (benchKDF, error) {
+	p, err := kdf.Calibrate(ctx, kdf.CalibrateOptions{Algorithm: alg, TargetMs: targetMs, KeyLen: benchKeyLen,
+		Progress: func(kdf.Params, time.Duration) { t.Add(1) }})
 	if err != nil {
 		return benchKDF{}, err
 	}
@@ -163,12 +216,13 @@ func benchArgon2(ctx context.Context, alg string, targetMs uint32) (benchKDF, er
 		return benchKDF{}, err
 	}
 	secret.Wipe(key)
+	t.Add(1)
 	return benchKDF{PBKDF: alg, Time: p.Time, MemoryKiB: p.MemoryKiB, Threads: p.Threads, Ms: msOf(took)}, nil
 }
 
 // benchUserspace runs crypt's aes-xts-plain64 engine on a 1 MiB buffer for
-// about d in each direction.
-func benchUserspace(keyBits, sectorSize int, d time.Duration) (benchCipher, error) {
+// about d in each direction; t counts the bytes.
+func benchUserspace(keyBits, sectorSize int, d time.Duration, t *progress.Task) (benchCipher, error) {
 	key := make([]byte, keyBits/8)
 	defer secret.Wipe(key)
 	if _, err := rand.Read(key); err != nil {
@@ -189,6 +243,7 @@ func benchUserspace(keyBits, sectorSize int, d time.Duration) (benchCipher, erro
 				return benchCipher{}, err
 			}
 			n++
+			t.Add(benchBufferSize)
 		}
 		rate := mibPerS(int64(n)*benchBufferSize, time.Since(start))
 		if res.EncryptMiB == 0 {
@@ -217,8 +272,9 @@ func dmBenchAvailable() error {
 
 // benchDMCrypt maps a dm-crypt device with a random key over a loop device
 // on a temporary file and times writing (encryption) and reading
-// (decryption) size bytes through it with direct I/O, 1 MiB per request.
-func benchDMCrypt(keyBits, sectorSize int, size int64) (res benchCipher, err error) {
+// (decryption) size bytes through it with direct I/O, 1 MiB per request; t
+// counts the bytes.
+func benchDMCrypt(keyBits, sectorSize int, size int64, t *progress.Task) (res benchCipher, err error) {
 	size = size / benchBufferSize * benchBufferSize
 	f, err := os.CreateTemp("", "volcrypt-bench-*")
 	if err != nil {
@@ -244,9 +300,9 @@ func benchDMCrypt(keyBits, sectorSize int, size int64) (res benchCipher, err err
 		return res, err
 	}
 	name := fmt.Sprintf("volcrypt-bench-%d", os.Getpid())
-	t := dm.CryptTarget{Cipher: "aes-xts-plain64", KeySize: len(key), Device: dm.DevNum(ld.Major(), ld.Minor()),
+	target := dm.CryptTarget{Cipher: "aes-xts-plain64", KeySize: len(key), Device: dm.DevNum(ld.Major(), ld.Minor()),
 		SizeBytes: uint64(size), SectorSizeBytes: sectorSize}
-	if _, err := dm.CreateCrypt(name, t, key, dm.CryptOptions{}); err != nil {
+	if _, err := dm.CreateCrypt(name, target, key, dm.CryptOptions{}); err != nil {
 		return res, err
 	}
 	defer func() {
@@ -271,6 +327,7 @@ func benchDMCrypt(keyBits, sectorSize int, size int64) (res benchCipher, err err
 		if _, err := dev.WriteAt(buf, off); err != nil {
 			return res, err
 		}
+		t.Add(benchBufferSize)
 	}
 	if err := dev.Sync(); err != nil {
 		return res, err
@@ -281,6 +338,7 @@ func benchDMCrypt(keyBits, sectorSize int, size int64) (res benchCipher, err err
 		if _, err := dev.ReadAt(buf, off); err != nil {
 			return res, err
 		}
+		t.Add(benchBufferSize)
 	}
 	res.DecryptMiB = mibPerS(size, time.Since(start))
 	return res, nil

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/volcrypt/volcrypt/internal/progress"
 )
 
 // benchmarkJSON runs volcrypt benchmark --json at small sizes and checks the
@@ -77,10 +79,70 @@ func TestBenchmarkText(t *testing.T) {
 }
 
 func TestBenchmarkBadFlags(t *testing.T) {
-	r := volcrypt(t, "", "benchmark", "--duration", "0s")
-	require.Equal(t, 1, r.code, r.stderr)
-	r = volcrypt(t, "", "benchmark", "extra")
-	require.Equal(t, 1, r.code, r.stderr)
+	for _, args := range [][]string{
+		{"--duration", "0s"},
+		{"extra"},
+		{"--only", "argon2"},
+	} {
+		r := volcrypt(t, "", append([]string{"benchmark"}, args...)...)
+		require.Equal(t, 1, r.code, "%v: %s", args, r.stderr)
+	}
+}
+
+// TestBenchmarkProgressJSON checks --progress-json: one start and one done
+// line on standard error for every measurement, in order, while standard
+// output keeps the one JSON document.
+func TestBenchmarkProgressJSON(t *testing.T) {
+	r := mustRun(t, "", "benchmark", "--json", "--progress-json", "--iter-time", "50", "--duration", "5ms")
+	var rep benchmarkReport
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep), r.stdout)
+
+	var started, done []string
+	open := ""
+	for _, l := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
+		var line progress.Line
+		require.NoError(t, json.Unmarshal([]byte(l), &line), l)
+		require.Equal(t, "benchmark", line.Task, l)
+		switch line.Event {
+		case "start":
+			require.Empty(t, open, "%q starts before %q is done", line.Item, open)
+			open = line.Item
+			started = append(started, line.Item)
+		case "done":
+			require.Equal(t, open, line.Item, l)
+			open = ""
+			done = append(done, line.Item)
+		case "progress":
+			require.Equal(t, open, line.Item, l)
+		default:
+			t.Fatalf("unexpected line %s", l)
+		}
+	}
+	require.Empty(t, open)
+	require.Equal(t, started, done)
+	want := []string{"pbkdf2-sha1", "pbkdf2-sha256", "pbkdf2-sha512", "argon2i", "argon2id",
+		"aes-xts-plain64 256b 512", "aes-xts-plain64 256b 4096", "aes-xts-plain64 512b 512", "aes-xts-plain64 512b 4096"}
+	require.Equal(t, want, started[:min(len(started), len(want))])
+	require.Len(t, started, len(want)+len(rep.Ciphers)-4, "one task per dm-crypt measurement too")
+}
+
+// TestBenchmarkOnly checks the hidden --only flag scripts/bench uses.
+func TestBenchmarkOnly(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		ciphers, kdfs bool
+	}{
+		{"kdf", false, true},
+		{"cipher", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := mustRun(t, "", "benchmark", "--json", "--only", tc.name, "--iter-time", "50", "--duration", "5ms")
+			var rep benchmarkReport
+			require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep), r.stdout)
+			require.Equal(t, tc.ciphers, len(rep.Ciphers) > 0, r.stdout)
+			require.Equal(t, tc.kdfs, len(rep.KDFs) > 0, r.stdout)
+		})
+	}
 }
 
 // TestVMBenchmarkDMCrypt measures dm-crypt through a real mapping in the VM.
