@@ -1,0 +1,305 @@
+package packaging
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// rootInit is the encrypted root file system's /sbin/init: it shows what
+// is mounted as / and a checksum of a file only that file system holds,
+// then powers the VM off.
+const rootInit = `#!/bin/busybox sh
+export PATH=/bin
+echo "rootfs-init: $(busybox grep ' / ' /proc/mounts)"
+echo "rootfs-init: proof $(busybox sha256sum /proof)"
+busybox sync
+busybox poweroff -f
+`
+
+// initramfsConf is the private initramfs-tools configuration: only the
+// listed modules (plus those the hooks add), gzip (the one compressor
+// scripts/vm-mkinitramfs declares for the VM kernel), fast.
+const initramfsConf = `MODULES=list
+BUSYBOX=y
+KEYMAP=n
+COMPRESS=gzip
+COMPRESSLEVEL=1
+DEVICE=
+NFSROOT=auto
+RUNSIZE=10%
+FSTYPE=ext4
+RESUME=none
+`
+
+// initramfsModules: the disk (virtio) and the root file system's driver;
+// dm-crypt, the TPM drivers and the ciphers come from volcrypt's hook.
+const initramfsModules = "virtio_pci\nvirtio_blk\next4\n"
+
+// harnessScript runs in a scripts/vmtest VM with the run's TPM: it fills
+// the first disk's volume with the root file system image, copies the
+// disk to the second one (same UUID, same recovery password), seals a TPM
+// key to the first under the PCR 7 this VM's firmware measured (the value
+// a boot sees), then extends PCR 7 as a boot-chain change would and seals
+// the second disk's TPM key to that other value.
+const harnessScript = `set -e
+bin=$1 key=$2 fs=$3
+"$bin" open --key-file "$key" /dev/vda setup
+dd if="$fs" of=/dev/mapper/setup bs=1M conv=fsync status=none
+"$bin" close setup
+dd if=/dev/vda of=/dev/vdb bs=1M conv=fsync status=none
+"$bin" enroll tpm2 --tpm2-device auto --tpm2-pcrs 7 --key-file "$key" /dev/vda
+tpm2_pcrextend -T device:/dev/tpmrm0 7:sha256=0000000000000000000000000000000000000000000000000000000000000007
+"$bin" enroll tpm2 --tpm2-device auto --tpm2-pcrs 7 --key-file "$key" /dev/vdb
+echo harness-ok
+`
+
+// passwordPrompt is what volcrypt attach-all asks on the console.
+const passwordPrompt = "Please enter passphrase or recovery password for disk root (/dev/vda): "
+
+// TestBootInitramfs boots QEMU (scripts/vmtest --initrd) with an
+// initramfs made by Debian's mkinitramfs with volcrypt's initramfs-tools
+// hook and local-top script, for the kernel scripts/vmtest caches, with a
+// swtpm TPM whose state lives across the runs. The root file system is a
+// LUKS2 volume on a virtio disk, named by UUID in the crypttab the hook
+// reads (tpm2-device=auto,x-initrd.attach):
+//   - sealed to this boot's PCR 7: the initramfs unlocks it with no one
+//     typing and mounts it as /, whose own /sbin/init prints the checksum
+//     of a file on it and powers off;
+//   - sealed to another PCR 7 value (a changed boot chain): the initramfs
+//     says that TPM2 unlock failed and asks on the serial console for the
+//     recovery password, which the test types; then it boots the same way.
+func TestBootInitramfs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU three times: not in -short")
+	}
+	if os.Getenv("VOLCRYPT_VM") != "" {
+		t.Skip("a host test: it starts its own VMs")
+	}
+	if os.Getuid() != 0 {
+		t.Skip("needs root (scripts/vm-mkinitramfs uses a private mount namespace, scripts/vmtest virtiofsd)")
+	}
+	for _, tool := range []string{"go", "qemu-system-x86_64", "swtpm", "mkinitramfs", "unshare", "mkfs.ext4", "busybox"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not found (scripts/deps installs it)", tool)
+		}
+	}
+	busybox, _ := exec.LookPath("busybox")
+	if !staticELF(t, busybox) {
+		t.Skipf("%s is not statically linked (busybox-static)", busybox)
+	}
+	root, err := filepath.Abs("..") // go test runs in packaging/
+	require.NoError(t, err)
+	dir := t.TempDir()
+	start := time.Now()
+
+	// volcrypt, static: the hook copies it into the initramfs.
+	bin := filepath.Join(dir, "volcrypt")
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/volcrypt")
+	build.Dir = root
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOAMD64=v1") // the VM's CPU has no AVX
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	vc := func(args ...string) string {
+		t.Helper()
+		b, err := exec.Command(bin, args...).Output()
+		var stderr []byte
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+			stderr = ee.Stderr
+		}
+		require.NoError(t, err, "volcrypt %s: %s", strings.Join(args, " "), stderr)
+		return string(b)
+	}
+
+	// The root file system: busybox, /sbin/init, a file to prove it is this one.
+	tree := filepath.Join(dir, "rootfs")
+	for _, d := range []string{"bin", "sbin", "proc", "sys", "dev", "run", "tmp"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(tree, d), 0o755))
+	}
+	copyFile(t, busybox, filepath.Join(tree, "bin", "busybox"), 0o755)
+	require.NoError(t, os.WriteFile(filepath.Join(tree, "sbin", "init"), []byte(rootInit), 0o755))
+	proof := sh(t, `head -c 4096 /dev/urandom >"$1/proof" && cd "$1" && sha256sum proof | cut -d' ' -f1`, tree)
+	fsImage := filepath.Join(dir, "root.ext4")
+	// 4096-byte blocks: the volume's sectors are 4096 bytes, and ext4 cannot mount with smaller blocks.
+	sh(t, `mkfs.ext4 -q -F -b 4096 -L volroot -d "$1" "$2" 8M`, tree, fsImage)
+
+	// The encrypted disk: a key file, a recovery password; cheap KDFs (TCG is slow).
+	key := filepath.Join(dir, "key")
+	require.NoError(t, os.WriteFile(key, []byte("admin passphrase"), 0o600))
+	diskA, diskB := filepath.Join(dir, "boot-a.img"), filepath.Join(dir, "boot-b.img")
+	for _, d := range []string{diskA, diskB} {
+		require.NoError(t, os.WriteFile(d, nil, 0o600))
+		require.NoError(t, os.Truncate(d, 32<<20))
+	}
+	vc("format", "-q", "--key-file", key, "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", diskA)
+	var rec struct {
+		Password string `json:"recovery_password"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(vc("enroll", "recovery", "--json", "--key-file", key, diskA)), &rec))
+	require.NotEmpty(t, rec.Password)
+	var dump struct {
+		UUID string `json:"uuid"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(vc("dump", "--json", diskA)), &dump))
+	require.NotEmpty(t, dump.UUID)
+
+	vmtest := filepath.Join(root, "scripts", "vmtest")
+	tpmState := filepath.Join(dir, "tpm")
+	t0 := time.Now()
+	harness := exec.Command(vmtest, "--tpm-state", tpmState, "--disk", diskA, "--disk", diskB, "--timeout", "300",
+		"--", "sh", "-c", harnessScript, "sh", bin, key, fsImage)
+	out, err = harness.CombinedOutput()
+	require.NoError(t, err, "harness VM: %s", out)
+	require.Contains(t, string(out), "harness-ok")
+	t.Logf("harness VM (fill the volume, enroll the TPM twice): %.1f s", time.Since(t0).Seconds())
+
+	// The initramfs: Debian's mkinitramfs with a private configuration
+	// holding volcrypt's hook and local-top script, as the package installs
+	// them under /usr/share/initramfs-tools.
+	conf := filepath.Join(dir, "initramfs-tools")
+	pkg := filepath.Join(root, "packaging", "initramfs-tools")
+	for _, d := range []string{"hooks", "scripts/local-top", "conf.d"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(conf, d), 0o755))
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(conf, "initramfs.conf"), []byte(initramfsConf), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(conf, "modules"), []byte(initramfsModules), 0o644))
+	copyFile(t, filepath.Join(pkg, "hooks", "volcrypt"), filepath.Join(conf, "hooks", "volcrypt"), 0o755)
+	copyFile(t, filepath.Join(pkg, "scripts", "local-top", "volcrypt"), filepath.Join(conf, "scripts", "local-top", "volcrypt"), 0o755)
+	crypttab := filepath.Join(dir, "crypttab")
+	require.NoError(t, os.WriteFile(crypttab, []byte("# the system's table\n"+
+		"root UUID="+dump.UUID+" none tpm2-device=auto,x-initrd.attach\n"+
+		"data /dev/disk/by-label/data /etc/keys/data.key nofail\n"), 0o600))
+	initrd := filepath.Join(dir, "initrd.img")
+	t0 = time.Now()
+	mk := exec.Command(filepath.Join(root, "scripts", "vm-mkinitramfs"), "-d", conf, "-o", initrd)
+	mk.Env = append(os.Environ(), "VOLCRYPT_BIN="+bin, "VOLCRYPT_CRYPTTAB="+crypttab, "TMPDIR="+dir)
+	out, err = mk.CombinedOutput()
+	require.NoError(t, err, "vm-mkinitramfs: %s", out)
+	t.Logf("mkinitramfs: %.1f s", time.Since(t0).Seconds())
+	list, err := exec.Command("sh", "-c", `gzip -dc "$1" | cpio -it --quiet`, "sh", initrd).Output()
+	require.NoError(t, err)
+	for _, f := range []string{"usr/sbin/volcrypt", "etc/volcrypt/crypttab", "scripts/local-top/volcrypt"} {
+		require.Contains(t, "\n"+string(list), "\n"+f+"\n")
+	}
+	require.Regexp(t, `/dm-crypt\.ko\n`, string(list))
+
+	boot := func(disk, answer string) string {
+		t.Helper()
+		t0 := time.Now()
+		console, err := bootVM(vmtest, initrd, tpmState, disk, answer)
+		t.Logf("boot with %s: %.1f s; console:\n%s", filepath.Base(disk), time.Since(t0).Seconds(), console)
+		require.NoError(t, err)
+		return console
+	}
+
+	// The boot chain the TPM key was sealed to: no prompt.
+	c := boot(diskA, "")
+	require.Contains(t, c, "root: /dev/vda attached as /dev/mapper/root with tpm2")
+	require.NotContains(t, c, "TPM2 unlock failed")
+	require.NotContains(t, c, passwordPrompt)
+	require.Contains(t, c, "rootfs-init: /dev/mapper/root / ext4 ro")
+	require.Contains(t, c, "rootfs-init: proof "+proof+"  /proof")
+
+	// A changed boot chain: the TPM refuses, the console asks, the recovery password boots.
+	c = boot(diskB, rec.Password)
+	require.Contains(t, c, "root: TPM2 unlock failed: ")
+	require.Contains(t, c, "asking for the recovery password or a passphrase")
+	require.Contains(t, c, passwordPrompt)
+	require.Contains(t, c, "root: /dev/vda attached as /dev/mapper/root with passphrase")
+	require.Contains(t, c, "rootfs-init: /dev/mapper/root / ext4 ro")
+	require.Contains(t, c, "rootfs-init: proof "+proof+"  /proof")
+	require.NotContains(t, c, rec.Password, "the typed password is not echoed")
+	t.Logf("whole test: %.1f s", time.Since(start).Seconds())
+}
+
+// bootVM boots the initramfs with scripts/vmtest in boot mode, the serial
+// console on a pipe, and returns what the console showed. When answer is
+// set, it is typed (with a carriage return, as a terminal sends) once the
+// password prompt appears.
+func bootVM(vmtest, initrd, tpmState, disk, answer string) (string, error) {
+	cmd := exec.Command(vmtest, "--initrd", initrd, "--console", "--append", "root=/dev/mapper/root",
+		"--tpm-state", tpmState, "--disk", disk, "--timeout", "300")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return "", err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", err
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	var console []byte
+	typed := answer == ""
+	buf := make([]byte, 4096)
+	for {
+		n, rerr := stdout.Read(buf)
+		console = append(console, buf[:n]...)
+		if !typed && bytes.Contains(console, []byte(passwordPrompt)) {
+			typed = true
+			// Give the prompt time to turn echo off: a real user types
+			// long after it appears.
+			time.Sleep(500 * time.Millisecond)
+			if _, err := io.WriteString(stdin, answer+"\r"); err != nil {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				return string(console), fmt.Errorf("typing on the console: %w", err)
+			}
+		}
+		if rerr != nil {
+			break
+		}
+	}
+	_ = stdin.Close()
+	err = cmd.Wait()
+	s := strings.ReplaceAll(string(console), "\r\n", "\n")
+	if err != nil {
+		return s, fmt.Errorf("scripts/vmtest --initrd: %w: %s", err, stderr.String())
+	}
+	return s, nil
+}
+
+// staticELF reports whether the ELF file at path has no program
+// interpreter (a static binary).
+func staticELF(t *testing.T, path string) bool {
+	t.Helper()
+	f, err := elf.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return false
+		}
+	}
+	return true
+}
+
+// copyFile copies src to dst with mode perm.
+func copyFile(t *testing.T, src, dst string, perm os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(dst, b, perm))
+}
+
+// sh runs a shell script with arguments and returns its trimmed output.
+func sh(t *testing.T, script string, args ...string) string {
+	t.Helper()
+	b, err := exec.Command("sh", append([]string{"-c", script, "sh"}, args...)...).CombinedOutput()
+	require.NoError(t, err, "%s: %s", script, b)
+	return strings.TrimSpace(string(b))
+}
