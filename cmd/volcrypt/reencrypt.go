@@ -1,16 +1,19 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"maps"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/volcrypt/volcrypt/header"
 	"github.com/volcrypt/volcrypt/internal/passphrase"
+	"github.com/volcrypt/volcrypt/internal/progress"
 	"github.com/volcrypt/volcrypt/internal/secret"
 	"github.com/volcrypt/volcrypt/volume"
 )
@@ -28,33 +31,40 @@ func (a *app) encryptCommand() *cobra.Command {
 		reduce sizeFlag
 		mdSize sizeFlag
 		ksSize sizeFlag
-		hdr    string
+		pj     bool
 	)
 	cmd := &cobra.Command{
-		Use:   "encrypt [flags] --reduce-device-size SIZE DEVICE",
+		Use:   "encrypt [flags] (--reduce-device-size SIZE | --header FILE) DEVICE",
 		Short: "Encrypt a device that holds data in place (resumable: run it again after an interruption)",
 		Long: `Turn a device or image holding a file system into a LUKS2 volume without moving
-the data elsewhere. Shrink the file system first by SIZE (resize2fs): the data
-moves up by SIZE/2 to make room for the header, exactly as with
-cryptsetup reencrypt --encrypt --reduce-device-size. Progress is recorded in
-the LUKS2 header; after an interruption (even kill -9 or a power cut) run the
-same command again with the same passphrase to finish.`,
+the data elsewhere, in one of two ways, as cryptsetup reencrypt --encrypt does:
+
+  --reduce-device-size SIZE  shrink the file system first by SIZE (resize2fs): the
+                             data moves up by SIZE/2 to make room for the header.
+  --header FILE              the header goes to FILE (created if missing; keep it
+                             safe: without it the data is lost) and the data stays
+                             where it is, encrypted in place.
+
+Progress is recorded in the LUKS2 header; after an interruption (even kill -9 or a
+power cut) run the same command again with the same passphrase to finish.
+cryptsetup reencrypt --resume-only (after cryptsetup repair) can finish it too.`,
 		Example: `  resize2fs /dev/sdb1 <size-32M> && volcrypt encrypt --reduce-device-size 32m /dev/sdb1
+  volcrypt encrypt --header /root/sdb1.luks /dev/sdb1
   volcrypt encrypt --reduce-device-size 32m --key-file key.bin disk.img`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			device := args[0]
-			if hdr != "" {
-				return usageError{fmt.Errorf("--header: in-place encryption with a detached header is not implemented yet")}
+			if o.HeaderFile != "" && reduce != 0 {
+				return usageError{fmt.Errorf("--header and --reduce-device-size exclude each other: with a detached header the data does not move")}
 			}
-			mode, err := volume.ReencryptionMode(device)
+			mode, err := reencryptionMode(device, o.HeaderFile)
 			if err != nil {
 				return err
 			}
 			resume := mode == header.ReencryptEncrypt
 			if !resume {
-				if reduce == 0 {
-					return usageError{fmt.Errorf("--reduce-device-size is required: shrink the file system and give the space freed at the end of %s", device)}
+				if reduce == 0 && o.HeaderFile == "" {
+					return usageError{fmt.Errorf("--reduce-device-size or --header is required: shrink the file system and give the space freed at the end of %s, or name a file for a detached header", device)}
 				}
 				if err := a.confirm(fmt.Sprintf("This will encrypt %s in place. Back up its data first.", device)); err != nil {
 					return err
@@ -67,13 +77,15 @@ same command again with the same passphrase to finish.`,
 			o.KeyslotsSizeBytes = int64(ksSize)
 			o.ReduceDeviceSizeBytes = int64(reduce)
 			o.Logger = a.log
-			o.Progress = a.progressLine("encrypt")
 			pass, err := a.passphrase(key, fmt.Sprintf("Enter passphrase for %s: ", device), !resume)
 			if err != nil {
 				return err
 			}
 			defer pass.Wipe()
+			p := a.progressTask(pj, "encrypt", device)
+			o.Progress = p.update
 			v, err := volume.Encrypt(cmd.Context(), device, pass.Bytes(), o)
+			p.done(err)
 			if err != nil {
 				return err
 			}
@@ -96,33 +108,58 @@ same command again with the same passphrase to finish.`,
 	fs.StringVar(&o.UUID, "uuid", "", "UUID of the volume (random by default)")
 	fs.Var(&mdSize, "luks2-metadata-size", "size of each header copy: 16k, 32k, … 4m")
 	fs.Var(&ksSize, "luks2-keyslots-size", "size of the key-slot area")
-	fs.StringVar(&hdr, "header", "", "detached header file (not implemented yet)")
+	fs.StringVar(&o.HeaderFile, "header", "", "detached header file: the data stays in place")
+	progress.AddFlag(fs, &pj)
 	a.addJSONFlag(cmd)
 	return cmd
+}
+
+// reencryptionMode returns the reencryption in progress recorded in the
+// header file, when one is named and exists, or on the device.
+func reencryptionMode(device, headerFile string) (string, error) {
+	if headerFile != "" {
+		if _, err := os.Stat(headerFile); errors.Is(err, os.ErrNotExist) {
+			return "", nil
+		}
+		return volume.ReencryptionMode(headerFile)
+	}
+	return volume.ReencryptionMode(device)
 }
 
 func (a *app) decryptCommand() *cobra.Command {
 	var (
 		key keyFlags
 		hdr string
+		pj  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "decrypt --header FILE DEVICE",
-		Short: "Decrypt a volume in place, leaving its plain data at the start of the device (resumable)",
-		Long: `Turn a LUKS2 volume back into its plain data, moved to the start of the device
-where the header was. While it runs the header lives in FILE, which must not
-exist yet and is removed at the end. After an interruption (even kill -9 or a
-power cut) run the same command again, with the same FILE, to finish;
-cryptsetup reencrypt --resume-only --header FILE can finish it too once the
-first chunk is done.`,
+		Short: "Decrypt a volume in place, leaving its plain data on the device (resumable)",
+		Long: `Turn a LUKS2 volume back into its plain data, in place.
+
+A volume with its header on the device: the data moves to the start of the
+device where the header was. While it runs the header lives in FILE, which must
+not exist yet and is removed at the end; cryptsetup reencrypt --resume-only
+--header FILE can finish it too once the first chunk is done.
+
+A volume with a detached header (FILE): the data is decrypted where it is, and
+FILE is left holding no key slot (as cryptsetup leaves it); delete it afterwards.
+cryptsetup reencrypt --resume-only --header FILE can finish an interrupted run.
+
+After an interruption (even kill -9 or a power cut) run the same command again,
+with the same FILE, to finish.`,
 		Example: `  volcrypt decrypt --header /root/sdb1-header.img /dev/sdb1`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			device := args[0]
 			if hdr == "" {
-				return usageError{fmt.Errorf("--header FILE is required: the header moves there while the data moves over its place")}
+				return usageError{fmt.Errorf("--header FILE is required: the header moves there while the data moves over its place, or it is the volume's detached header")}
 			}
-			if err := a.confirm(fmt.Sprintf("This will decrypt %s in place and remove its LUKS header.", device)); err != nil {
+			detached, err := isDetachedHeader(hdr)
+			if err != nil {
+				return err
+			}
+			if err := a.confirm(fmt.Sprintf("This will decrypt %s in place and remove its LUKS key slots.", device)); err != nil {
 				return err
 			}
 			pass, err := a.passphrase(key, fmt.Sprintf("Enter passphrase for %s: ", device), false)
@@ -130,27 +167,56 @@ first chunk is done.`,
 				return err
 			}
 			defer pass.Wipe()
-			err = volume.Decrypt(cmd.Context(), device, pass.Bytes(), volume.DecryptOptions{HeaderFile: hdr, Progress: a.progressLine("decrypt")})
+			p := a.progressTask(pj, "decrypt", device)
+			err = volume.Decrypt(cmd.Context(), device, pass.Bytes(), volume.DecryptOptions{HeaderFile: hdr, Progress: p.update})
+			p.done(err)
 			if err != nil {
 				return err
 			}
 			if a.json {
 				return a.printJSON(map[string]any{"device": device, "decrypted": true})
 			}
+			if detached {
+				fmt.Fprintf(a.stderr, "%s is plain now; the header file %s holds no key any more and can be deleted.\n", device, hdr)
+			}
 			return nil
 		},
 	}
 	key.register(cmd.Flags())
-	cmd.Flags().StringVar(&hdr, "header", "", "file that holds the header while the decryption runs")
+	cmd.Flags().StringVar(&hdr, "header", "", "the volume's detached header, or a new file to hold the header while the decryption runs")
+	progress.AddFlag(cmd.Flags(), &pj)
 	a.addJSONFlag(cmd)
 	return cmd
+}
+
+// isDetachedHeader reports whether path is an existing LUKS header that
+// is not a decryption with a data shift in progress: the detached header
+// of the volume to decrypt in place.
+func isDetachedHeader(path string) (bool, error) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false, fmt.Errorf("header file: %w", err)
+	}
+	defer f.Close()
+	h, err := header.Read(f)
+	if err != nil {
+		return false, nil
+	}
+	_, k := h.Meta.ReencryptKeyslot()
+	return k == nil || k.Area.ShiftSize == nil, nil
 }
 
 func (a *app) rekeyCommand() *cobra.Command {
 	var (
 		o        volume.ReencryptOptions
 		key      keyFlags
+		tf       tpmFlags
 		keepKeys []string
+		force    bool
+		pj       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "reencrypt [flags] DEVICE",
@@ -158,19 +224,28 @@ func (a *app) rekeyCommand() *cobra.Command {
 		Long: `Rewrite all data of a LUKS2 volume with a new volume key (and optionally another
 cipher, key size or sector size), in place. Every key slot to keep is re-wrapped
 with the new key under its own passphrase and KDF: the slot your passphrase opens,
-each slot named by --keep-key-file SLOT=FILE, and, on a terminal, each other slot
-whose passphrase you type when asked (an empty answer removes it). Tokens follow
-their slots. Slots whose passphrase nobody gives (a TPM's, a recovery password
-not at hand) are removed at the end: enroll them again afterwards. After an
-interruption (even kill -9 or a power cut) run the command again with a
-passphrase of a kept slot; cryptsetup reencrypt --resume-only (after
-cryptsetup repair) can finish it too.`,
+each slot named by --keep-key-file SLOT=FILE, each TPM2 enrollment (systemd-tpm2
+token) whose secret the TPM unseals, and, on a terminal, each other slot whose
+passphrase or recovery password you type when asked (an empty answer removes it).
+Tokens follow their slots.
+
+A TPM2 slot is kept only when the TPM can unseal it (--tpm2-device, as for open):
+the new slot takes the same unsealed secret, so the sealed object and its PCR
+policy stay as they are. When the TPM cannot unseal it (no TPM, changed PCRs),
+reencrypt refuses, because the machine would stop unlocking unattended; --force
+removes the slot instead, and you re-enroll it afterwards with volcrypt enroll tpm2.
+Slots whose passphrase nobody gives are removed at the end, after confirmation.
+
+After an interruption (even kill -9 or a power cut) run the command again with a
+passphrase of a kept slot; cryptsetup reencrypt --resume-only (after cryptsetup
+repair) can finish it too.`,
 		Example: `  volcrypt reencrypt /dev/sdb1
+  volcrypt reencrypt --tpm2-device auto --key-file k0 -q /dev/sda3
   volcrypt reencrypt --key-file k0 --keep-key-file 1=k1 -q disk.img`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			device := args[0]
-			mode, err := volume.ReencryptionMode(device)
+			mode, err := reencryptionMode(device, o.HeaderFile)
 			if err != nil {
 				return err
 			}
@@ -184,17 +259,20 @@ cryptsetup repair) can finish it too.`,
 			}
 			defer pass.Wipe()
 			if !resume {
-				if err := a.keepSlots(device, pass.Bytes(), keepKeys, &o); err != nil {
-					return err
-				}
+				err := a.keepSlots(device, pass.Bytes(), keepSlotsFlags{keys: keepKeys, tpm: tf, force: force, header: o.HeaderFile}, &o)
 				defer func() {
 					for _, b := range o.Keep {
 						secret.Wipe(b)
 					}
 				}()
+				if err != nil {
+					return err
+				}
 			}
-			o.Progress = a.progressLine("reencrypt")
+			p := a.progressTask(pj, "reencrypt", device)
+			o.Progress = p.update
 			v, err := volume.Reencrypt(cmd.Context(), device, pass.Bytes(), o)
+			p.done(err)
 			if err != nil {
 				return err
 			}
@@ -207,20 +285,33 @@ cryptsetup repair) can finish it too.`,
 	}
 	fs := cmd.Flags()
 	key.register(fs)
-	fs.StringArrayVar(&keepKeys, "keep-key-file", nil, "SLOT=FILE: also keep key slot SLOT, whose passphrase is in FILE (repeatable)")
+	tf.register(fs)
+	fs.StringArrayVar(&keepKeys, "keep-key-file", nil, "SLOT=FILE: also keep key slot SLOT, whose passphrase (or recovery password) is in FILE (repeatable)")
+	fs.BoolVar(&force, "force", false, "remove TPM2 slots the TPM cannot unseal instead of refusing (re-enroll them afterwards)")
 	fs.StringVarP(&o.Cipher, "cipher", "c", "", "new cipher (default: the current one)")
 	fs.IntVarP(&o.KeySizeBits, "key-size", "s", 0, "new volume key size in bits (default: the current one)")
 	fs.IntVar(&o.SectorSize, "sector-size", 0, "new encryption sector size (default: the current one)")
 	fs.Var((*sizeFlag)(&o.HotzoneBytes), "hotzone-size", "data rewritten per step (default 4m)")
+	fs.StringVar(&o.HeaderFile, "header", "", "the volume's detached header")
+	progress.AddFlag(fs, &pj)
 	a.addJSONFlag(cmd)
 	return cmd
 }
 
+// keepSlotsFlags say where the passphrases of the slots to keep come from.
+type keepSlotsFlags struct {
+	keys   []string // SLOT=FILE
+	tpm    tpmFlags
+	force  bool // drop TPM2 slots the TPM cannot unseal
+	header string
+}
+
 // keepSlots collects the passphrases of the key slots to keep besides the
-// one pass opens: from --keep-key-file, then by asking on a terminal. The
-// slots left out are named, and removing them needs confirmation.
-func (a *app) keepSlots(device string, pass []byte, keepKeys []string, o *volume.ReencryptOptions) error {
-	v, err := a.load(device, "", true)
+// one pass opens: from --keep-key-file, from the TPM for TPM2 slots, then
+// by asking on a terminal. The slots left out are named, and removing
+// them needs confirmation; a TPM2 slot left out needs --force.
+func (a *app) keepSlots(device string, pass []byte, f keepSlotsFlags, o *volume.ReencryptOptions) error {
+	v, err := a.load(device, f.header, true)
 	if err != nil {
 		return err
 	}
@@ -230,8 +321,16 @@ func (a *app) keepSlots(device string, pass []byte, keepKeys []string, o *volume
 		return err
 	}
 	key.Wipe()
+	recoverySlots := map[int]bool{}
+	for _, t := range v.Header.Tokens() {
+		if t.Type == volume.TokenRecovery {
+			for _, s := range t.Keyslots {
+				recoverySlots[s] = true
+			}
+		}
+	}
 	o.Keep = map[int][]byte{}
-	for _, kv := range keepKeys {
+	for _, kv := range f.keys {
 		slotStr, file, ok := strings.Cut(kv, "=")
 		slot, err := strconv.Atoi(slotStr)
 		if !ok || err != nil {
@@ -241,15 +340,37 @@ func (a *app) keepSlots(device string, pass []byte, keepKeys []string, o *volume
 		if err != nil {
 			return err
 		}
+		if recoverySlots[slot] {
+			if b, err = normalizeRecovery([]byte(strings.TrimSpace(string(b)))); err != nil {
+				return fmt.Errorf("--keep-key-file %s: %w", kv, err)
+			}
+		}
 		o.Keep[slot] = b
+	}
+	tpmSlots := v.TPM2Keyslots()
+	var tpmDropped []int
+	if slices.ContainsFunc(tpmSlots, func(s int) bool { _, ok := o.Keep[s]; return !ok && s != opened }) {
+		if err := a.keepTPM2Slots(v, device, f, opened, o, &tpmDropped); err != nil {
+			return err
+		}
 	}
 	var dropped []string
 	for _, slot := range v.Header.Meta.SegmentKeyslots(0) {
 		if _, ok := o.Keep[slot]; ok || slot == opened {
 			continue
 		}
+		if slices.Contains(tpmSlots, slot) {
+			if slices.Contains(tpmDropped, slot) {
+				dropped = append(dropped, strconv.Itoa(slot))
+			}
+			continue
+		}
 		if a.prompt.IsTerminal() {
-			b, err := a.passphrase(keyFlags{}, fmt.Sprintf("Enter passphrase for key slot %d to keep it (empty: remove it): ", slot), false)
+			what := "passphrase"
+			if recoverySlots[slot] {
+				what = "recovery password"
+			}
+			b, err := a.passphrase(keyFlags{}, fmt.Sprintf("Enter %s for key slot %d to keep it (empty: remove it): ", what, slot), false)
 			if err == nil && b.Len() > 0 {
 				o.Keep[slot] = slices.Clone(b.Bytes())
 				b.Wipe()
@@ -267,26 +388,66 @@ func (a *app) keepSlots(device string, pass []byte, keepKeys []string, o *volume
 	return nil
 }
 
-// progressLine returns a progress callback that rewrites one stderr line
-// with the share done, the throughput and the time left, at most a few
-// times a second.
-func (a *app) progressLine(what string) func(volume.Progress) {
-	start := time.Now()
-	var last time.Time
-	return func(p volume.Progress) {
-		now := time.Now()
-		done := p.DoneBytes >= p.TotalBytes
-		if !done && now.Sub(last) < 250*time.Millisecond {
+// keepTPM2Slots adds the passphrases the TPM unseals for the volume's TPM2
+// slots to o.Keep. A slot it cannot unseal makes reencrypt refuse, or,
+// with --force, is added to dropped with a warning saying how to enroll
+// it again.
+func (a *app) keepTPM2Slots(v *volume.Volume, device string, f keepSlotsFlags, opened int, o *volume.ReencryptOptions, dropped *[]int) error {
+	keep := v.TPM2Passphrases(volume.TPM2UnlockOptions{
+		Device: f.tpm.device,
+		PIN:    func() ([]byte, error) { return a.pin(f.tpm, false) },
+	})
+	for s, p := range keep.Passphrases {
+		if _, ok := o.Keep[s]; ok || s == opened {
+			secret.Wipe(p)
+			continue
+		}
+		o.Keep[s] = p
+	}
+	var errs []error
+	for _, s := range slices.Sorted(maps.Keys(keep.Failed)) {
+		if _, ok := o.Keep[s]; ok || s == opened {
+			continue
+		}
+		err := keep.Failed[s]
+		if !f.force {
+			errs = append(errs, fmt.Errorf("key slot %d is a TPM2 enrollment the TPM cannot unseal, so it cannot be kept (give --tpm2-device, or --force to remove it and re-enroll afterwards): %w", s, err))
+			continue
+		}
+		fmt.Fprintf(a.stderr, "warning: TPM2 key slot %d will be removed (%v); afterwards enroll the TPM again: volcrypt enroll tpm2 --tpm2-device auto %s\n", s, err, device)
+		*dropped = append(*dropped, s)
+	}
+	return errors.Join(errs...)
+}
+
+// progressTask reports an in-place operation's progress with the
+// progress package; the task starts at the first report, when the total
+// is known.
+type progressTask struct {
+	r          *progress.Reporter
+	what, item string
+	t          *progress.Task
+}
+
+func (a *app) progressTask(jsonLines bool, what, item string) *progressTask {
+	return &progressTask{r: progress.New(a.stderr, jsonLines), what: what, item: item}
+}
+
+func (p *progressTask) update(pr volume.Progress) {
+	if p.t == nil {
+		p.t = p.r.Start(p.what, p.item, pr.TotalBytes)
+	}
+	p.t.Set(pr.DoneBytes)
+}
+
+// done ends the task; a failure before the first report still gives a
+// start and a failed line.
+func (p *progressTask) done(err error) {
+	if p.t == nil {
+		if err == nil {
 			return
 		}
-		last = now
-		el := now.Sub(start).Seconds()
-		rate := float64(p.DoneBytes) / max(el, 1e-3)
-		left := time.Duration(float64(p.TotalBytes-p.DoneBytes) / max(rate, 1) * float64(time.Second))
-		fmt.Fprintf(a.stderr, "\r%s: %5.1f%% %7.1f MiB/s, %v left ", what,
-			100*float64(p.DoneBytes)/float64(max(p.TotalBytes, 1)), rate/(1<<20), left.Round(time.Second))
-		if done {
-			fmt.Fprintln(a.stderr)
-		}
+		p.t = p.r.Start(p.what, p.item, -1)
 	}
+	p.t.Done(err)
 }

@@ -1,12 +1,18 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/volcrypt/volcrypt/internal/progress"
+	"github.com/volcrypt/volcrypt/internal/swtpmtest"
 )
 
 // TestEncryptCommand encrypts an ext4 image in place through the CLI; the
@@ -30,8 +36,8 @@ func TestEncryptCommand(t *testing.T) {
 	r = volcrypt(t, "", append(append([]string{"encrypt", "--key-file", kf, "--reduce-device-size", "16m"}, cheap...), img)...)
 	require.Equal(t, 1, r.code, "without -q and a terminal: %s", r.stderr)
 
-	r = mustRun(t, "", append(append([]string{"encrypt", "-q", "--key-file", kf, "--reduce-device-size", "16m"}, cheap...), img)...)
-	require.Contains(t, r.stderr, "100.0%")
+	r = mustRun(t, "", append(append([]string{"encrypt", "-q", "--progress-json", "--key-file", kf, "--reduce-device-size", "16m"}, cheap...), img)...)
+	requireProgressLines(t, r.stderr, "encrypt", img, 32<<20)
 	mustRun(t, "", "open", "--test", "--key-file", kf, img)
 	mustCryptsetup(t, "open", "--test-passphrase", "--key-file", kf, img)
 	r = volcrypt(t, "", append(append([]string{"encrypt", "-q", "--key-file", kf, "--reduce-device-size", "16m"}, cheap...), img)...)
@@ -98,4 +104,115 @@ umount "$3" && cryptsetup close vcinplace && echo "$sums"`, img, kf, mnt)
 sums=$(cd "$2" && find . -type f ! -path './lost+found/*' | sort | xargs sha256sum)
 umount "$2" && echo "$sums"`, img, mnt)
 	require.Equal(t, sums, got)
+}
+
+// requireProgressLines checks --progress-json output: a start line, then
+// progress lines, then done, all of task on item with total bytes.
+func requireProgressLines(t *testing.T, stderr, task, item string, total int64) {
+	t.Helper()
+	var events []string
+	for _, l := range strings.Split(strings.TrimSpace(stderr), "\n") {
+		var p progress.Line
+		require.NoError(t, json.Unmarshal([]byte(l), &p), "line %q", l)
+		require.Equal(t, task, p.Task)
+		require.Equal(t, item, p.Item)
+		require.Equal(t, total, p.Total, "line %q", l)
+		events = append(events, p.Event)
+		if p.Event == "done" {
+			require.Equal(t, total, p.Done)
+		}
+	}
+	require.GreaterOrEqual(t, len(events), 3, "%s", stderr)
+	require.Equal(t, "start", events[0])
+	require.Equal(t, "progress", events[1])
+	require.Equal(t, "done", events[len(events)-1])
+}
+
+// TestEncryptDetachedCommand encrypts an ext4 image in place behind a
+// detached header, checks it with cryptsetup, and decrypts it again.
+func TestEncryptDetachedCommand(t *testing.T) {
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Skip("mkfs.ext4 not installed")
+	}
+	img := image(t, 24<<20)
+	src := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(src, "hello"), []byte("hello, detached\n"), 0o644))
+	out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", src, img).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	kf := keyFile(t, "detached")
+	hdr := filepath.Join(t.TempDir(), "hdr")
+
+	r := volcrypt(t, "", append(append([]string{"encrypt", "-q", "--key-file", kf, "--header", hdr, "--reduce-device-size", "8m"}, cheap...), img)...)
+	require.Equal(t, 1, r.code, "both ways at once: %s", r.stderr)
+	r = mustRun(t, "", append(append([]string{"encrypt", "-q", "--progress-json", "--key-file", kf, "--header", hdr}, cheap...), img)...)
+	requireProgressLines(t, r.stderr, "encrypt", img, 24<<20)
+	mustRun(t, "", "open", "--test", "--key-file", kf, "--header", hdr, img)
+	mustCryptsetup(t, "open", "--test-passphrase", "--key-file", kf, "--header", hdr, img)
+	out, _ = exec.Command("debugfs", "-R", "cat /hello", img).Output()
+	require.NotContains(t, string(out), "hello", "the file system is not readable any more")
+
+	r = mustRun(t, "", "reencrypt", "-q", "--progress-json", "--key-file", kf, "--header", hdr, img)
+	requireProgressLines(t, r.stderr, "reencrypt", img, 24<<20)
+	mustCryptsetup(t, "open", "--test-passphrase", "--key-file", kf, "--header", hdr, img)
+
+	r = mustRun(t, "", "decrypt", "-q", "--key-file", kf, "--header", hdr, img)
+	require.Contains(t, r.stderr, "holds no key any more")
+	out, err = exec.Command("debugfs", "-R", "cat /hello", img).Output()
+	require.NoError(t, err)
+	require.Equal(t, "hello, detached\n", string(out))
+	r = volcrypt(t, "", "open", "--test", "--key-file", kf, "--header", hdr, img)
+	require.NotZero(t, r.code, "no key left: %s", r.stderr)
+}
+
+// TestReencryptKeepsTPM2AndRecovery reencrypts a volume with a passphrase,
+// a recovery password and a TPM2 enrollment (swtpm): without a TPM it
+// refuses, with one all three slots keep working, and --force drops the
+// TPM2 slot with a warning saying how to enroll it again.
+func TestReencryptKeepsTPM2AndRecovery(t *testing.T) {
+	tp := swtpmtest.Start(t)
+	img, kf, recovery := tpmVolume(t)
+	mustRun(t, "", "enroll", "tpm2", "--tpm2-device", tp.Device, "--key-file", kf, img)
+	rec := keyFile(t, recovery)
+	before := mustRun(t, "", "key", "list", "--json", img).stdout
+
+	r := volcrypt(t, "", "reencrypt", "-q", "--key-file", kf, "--keep-key-file", "1="+rec, "--tpm2-device", "/nonexistent/tpm", img)
+	require.Equal(t, 2, r.code, "no TPM: %s", r.stderr)
+	require.Contains(t, r.stderr, "key slot 2 is a TPM2 enrollment")
+	require.Contains(t, r.stderr, "--force")
+	require.Equal(t, before, mustRun(t, "", "key", "list", "--json", img).stdout, "a refusal changes nothing")
+
+	mustRun(t, "", "reencrypt", "-q", "--key-file", kf, "--keep-key-file", "1="+rec, "--tpm2-device", tp.Device, img)
+	// Slots get new numbers, as with cryptsetup; the kinds stay.
+	recSlot := -1
+	for _, k := range keySlots(t, img) {
+		if k.Kind == "recovery" {
+			recSlot = k.Keyslot
+		}
+	}
+	require.NotEqual(t, -1, recSlot)
+	// The TPM2 slot works with the new key, with no one typing.
+	mustRun(t, "", "open", "--test", "--token-only", "--tpm2-device", tp.Device, img)
+	mustRun(t, recovery+"\n", "open", "--test", img)
+	r = mustRun(t, "", "key", "list", "--json", img)
+	require.Contains(t, r.stdout, `"kind": "tpm2"`)
+
+	r = mustRun(t, "", "reencrypt", "-q", "--force", "--key-file", kf, "--keep-key-file", fmt.Sprintf("%d=%s", recSlot, rec), "--tpm2-device", "/nonexistent/tpm", img)
+	require.Regexp(t, `warning: TPM2 key slot \d will be removed`, r.stderr)
+	require.Contains(t, r.stderr, "volcrypt enroll tpm2")
+	r = volcrypt(t, "", "open", "--test", "--token-only", "--tpm2-device", tp.Device, img)
+	require.NotZero(t, r.code, "the TPM2 slot is gone: %s", r.stderr)
+	kinds := map[string]int{}
+	for _, k := range keySlots(t, img) {
+		kinds[k.Kind]++
+	}
+	require.Equal(t, map[string]int{"passphrase": 1, "recovery": 1}, kinds)
+	mustRun(t, recovery+"\n", "open", "--test", img)
+	mustRun(t, "", "open", "--test", "--key-file", kf, img)
+}
+
+func keySlots(t *testing.T, img string) []slotInfo {
+	t.Helper()
+	var out struct{ Keyslots []slotInfo }
+	require.NoError(t, json.Unmarshal([]byte(mustRun(t, "", "key", "list", "--json", img).stdout), &out))
+	return out.Keyslots
 }
