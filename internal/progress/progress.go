@@ -101,13 +101,22 @@ func (r *Reporter) Start(task, item string, total int64) *Task {
 	if item != "" {
 		desc = task + " " + item
 	}
-	opts := []progressbar.Option{progressbar.OptionSetWriter(r.w), progressbar.OptionSetDescription(desc),
+	t.bar = progressbar.NewOptions64(total, barOptions(r.w, desc, total)...)
+	return t
+}
+
+// barOptions: a byte bar shows done/total, throughput and
+// [elapsed:left] ("wipe disk.img  25% |███    | (256/1.0 GiB, 312 MiB/s) [0s:2s]");
+// a spinner (total -1) turns from the start and shows the time elapsed.
+// Both are cleared when the task ends.
+func barOptions(w io.Writer, desc string, total int64) []progressbar.Option {
+	opts := []progressbar.Option{progressbar.OptionSetWriter(w), progressbar.OptionSetDescription(desc),
 		progressbar.OptionThrottle(100 * time.Millisecond), progressbar.OptionClearOnFinish(), progressbar.OptionSetWidth(30)}
 	if total > 0 {
-		opts = append(opts, progressbar.OptionShowBytes(true))
+		return append(opts, progressbar.OptionShowBytes(true), progressbar.OptionShowCount(),
+			progressbar.OptionUseIECUnits(true), progressbar.OptionSetPredictTime(true))
 	}
-	t.bar = progressbar.NewOptions64(total, opts...)
-	return t
+	return append(opts, progressbar.OptionSetElapsedTime(true), progressbar.OptionSetRenderBlankState(true))
 }
 
 // Add reports n more units done.
@@ -149,10 +158,15 @@ func (t *Task) Done(err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.bar != nil {
-		if err == nil {
+		if err == nil || t.total < 0 {
+			// Finish also stops a spinner's ticker, which Exit does not.
 			_ = t.bar.Finish()
 		} else {
+			// Keep the bar where it stopped; the error goes below it.
 			_ = t.bar.Exit()
+			t.r.mu.Lock()
+			_, _ = io.WriteString(t.r.w, "\n")
+			t.r.mu.Unlock()
 		}
 		return
 	}

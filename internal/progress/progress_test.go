@@ -106,10 +106,12 @@ func TestSilentWithoutTerminal(t *testing.T) {
 // openPTY returns the terminal end of a new pseudo-terminal and its master.
 func openPTY(t *testing.T) (tty, master *os.File) {
 	t.Helper()
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	// Non-blocking, so that read deadlines work on the master.
+	fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Skipf("no pseudo-terminals: %v", err)
 	}
+	m := os.NewFile(uintptr(fd), "/dev/ptmx")
 	require.NoError(t, unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0))
 	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
 	require.NoError(t, err)
@@ -119,14 +121,50 @@ func openPTY(t *testing.T) (tty, master *os.File) {
 	return s, m
 }
 
+// readPTY returns what the terminal showed within d.
+func readPTY(t *testing.T, master *os.File, d time.Duration) string {
+	t.Helper()
+	var out []byte
+	buf := make([]byte, 4096)
+	require.NoError(t, master.SetReadDeadline(time.Now().Add(d)))
+	for {
+		n, err := master.Read(buf)
+		out = append(out, buf[:n]...)
+		if err != nil {
+			return string(out)
+		}
+	}
+}
+
 func TestBarOnTerminal(t *testing.T) {
 	tty, master := openPTY(t)
-	task := New(tty, false).Start("wipe", "disk.img", 1<<20)
+	task := New(tty, false).Start("wipe", "disk.img", 8<<20)
 	require.NotNil(t, task)
-	task.Set(1 << 19)
+	task.Set(1 << 20)
+	time.Sleep(600 * time.Millisecond) // the rate is averaged over half seconds
+	task.Set(4 << 20)
 	task.Done(nil)
-	buf := make([]byte, 4096)
-	require.NoError(t, master.SetReadDeadline(time.Now().Add(2*time.Second)))
-	n, _ := master.Read(buf)
-	require.Contains(t, string(buf[:n]), "wipe disk.img")
+	out := readPTY(t, master, 500*time.Millisecond)
+	require.Contains(t, out, "wipe disk.img")
+	require.Contains(t, out, "/8.0 MiB", "done/total")
+	require.Regexp(t, `[0-9.]+ [KMG]?i?B/s`, out, "throughput")
+	require.Regexp(t, `\[[0-9.a-zµ]+:[0-9.a-zµ]+\]`, out, "[elapsed:left]")
+}
+
+func TestSpinnerOnTerminal(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+	}{{"done", nil}, {"failed", errors.New("calibration interrupted")}} {
+		t.Run(tc.name, func(t *testing.T) {
+			tty, master := openPTY(t)
+			task := New(tty, false).Start("calibrate", "", -1)
+			out := readPTY(t, master, 350*time.Millisecond) // nothing is added: it turns by itself
+			task.Done(tc.err)
+			require.Contains(t, out, "calibrate")
+			require.GreaterOrEqual(t, strings.Count(out, "calibrate"), 2, "redrawn while it waits: %q", out)
+			readPTY(t, master, 100*time.Millisecond)
+			require.Empty(t, readPTY(t, master, 300*time.Millisecond), "stopped after Done")
+		})
+	}
 }
