@@ -17,7 +17,8 @@ const wipeChunk = 4 << 20
 // before, nor which sectors are in use (BitLocker's "encrypt entire
 // drive"). key is the volume key.
 //
-// progress, when set, is called after each chunk with the bytes done. The
+// progress, when set, is called with 0 bytes done before the first chunk
+// (TotalBytes says how much there is to do) and after each chunk. The
 // context is checked between chunks: when it ends, Wipe flushes what it has
 // written and returns an error wrapping the context's, and the volume stays
 // valid; the part not reached keeps its old contents and a later Wipe
@@ -34,6 +35,9 @@ func (v *Volume) Wipe(ctx context.Context, key *secret.Buffer, progress func(Pro
 	size := pt.Size()
 	zeros := make([]byte, min(wipeChunk, size))
 	var done int64
+	if progress != nil {
+		progress(Progress{TotalBytes: size})
+	}
 	for done < size {
 		if err := ctx.Err(); err != nil {
 			return v.wipeStopped(done, size, err)

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/volcrypt/volcrypt/internal/passphrase"
+	"github.com/volcrypt/volcrypt/internal/progress"
 	"github.com/volcrypt/volcrypt/internal/secret"
 	"github.com/volcrypt/volcrypt/kdf"
 	"github.com/volcrypt/volcrypt/volume"
@@ -32,6 +33,8 @@ type app struct {
 	// unlockLimits caps the KDF cost accepted from a header (limitFlags);
 	// zero means kdf.DefaultLimits.
 	unlockLimits kdf.Limits
+	// progressJSON is --progress-json on commands with addProgressFlag.
+	progressJSON bool
 }
 
 func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
@@ -144,6 +147,37 @@ func (f *kdfFlags) register(fs *pflag.FlagSet) {
 	fs.Uint32Var(&f.memory, "pbkdf-memory", 0, "Argon2 memory in KiB (a cap when calibrating; default 1048576)")
 	fs.Uint32Var(&f.parallel, "pbkdf-parallel", 0, "Argon2 threads (default min(4, CPUs))")
 	fs.Uint32Var(&f.forceIters, "pbkdf-force-iterations", 0, "PBKDF2 iterations or Argon2 time cost, skipping calibration")
+}
+
+// addProgressFlag registers --progress-json (a.progressJSON).
+func (a *app) addProgressFlag(cmd *cobra.Command) {
+	progress.AddFlag(cmd.Flags(), &a.progressJSON)
+}
+
+// progress reports a command's long operations: bars on a terminal, JSON
+// lines with --progress-json.
+func (a *app) progress() *progress.Reporter {
+	return progress.New(a.stderr, a.progressJSON)
+}
+
+// calibrated returns k with the KDF cost fixed for a keyLen-byte key. When
+// k asks for calibration (about 2 s by default) it runs here under a
+// "calibrate" spinner, so that the volume call does not calibrate again.
+func (a *app) calibrated(ctx context.Context, k volume.KDFOptions, keyLen int) (volume.KDFOptions, error) {
+	if k.ForceIterations > 0 {
+		return k, nil
+	}
+	task := a.progress().Start("calibrate", k.Algorithm, -1)
+	p, err := k.Resolve(ctx, keyLen)
+	task.Done(err)
+	if err != nil {
+		return k, err
+	}
+	k.Algorithm, k.ForceIterations, k.MemoryKiB, k.Parallel = p.Algorithm, p.Time, p.MemoryKiB, p.Threads
+	if p.Hash != "" {
+		k.Hash = p.Hash
+	}
+	return k, nil
 }
 
 func (f kdfFlags) options() volume.KDFOptions {

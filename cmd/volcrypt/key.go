@@ -84,7 +84,11 @@ func (a *app) keyAddCommand() *cobra.Command {
 				return err
 			}
 			defer np.Wipe()
-			slot, err := v.AddKey(cmd.Context(), vk.Bytes(), np.Bytes(), newKey.slot, kf.options())
+			ko, err := a.calibrated(cmd.Context(), kf.options(), vk.Len())
+			if err != nil {
+				return err
+			}
+			slot, err := v.AddKey(cmd.Context(), vk.Bytes(), np.Bytes(), newKey.slot, ko)
 			if err != nil {
 				return err
 			}
@@ -105,6 +109,7 @@ func (a *app) keyAddCommand() *cobra.Command {
 	fs.StringVar(&headerFile, "header", "", "detached header file")
 	kf.register(fs)
 	a.addJSONFlag(cmd)
+	a.addProgressFlag(cmd)
 	return cmd
 }
 
@@ -194,7 +199,11 @@ func (a *app) keyChangeCommand() *cobra.Command {
 				return err
 			}
 			defer np.Wipe()
-			slot, err := v.ChangeKey(cmd.Context(), pass.Bytes(), np.Bytes(), key.slot, kf.options())
+			ko, err := a.calibrated(cmd.Context(), kf.options(), volumeKeyLen(v.Header))
+			if err != nil {
+				return err
+			}
+			slot, err := v.ChangeKey(cmd.Context(), pass.Bytes(), np.Bytes(), key.slot, ko)
 			if err != nil {
 				return err
 			}
@@ -211,7 +220,19 @@ func (a *app) keyChangeCommand() *cobra.Command {
 	fs.StringVar(&headerFile, "header", "", "detached header file")
 	kf.register(fs)
 	a.addJSONFlag(cmd)
+	a.addProgressFlag(cmd)
 	return cmd
+}
+
+// volumeKeyLen is the length of the data segment's key in bytes (0, the
+// KDF default, when no key slot holds it).
+func volumeKeyLen(h *header.Header) int {
+	for _, id := range h.Meta.SegmentKeyslots(0) {
+		if k, ok := h.Meta.Keyslots[id]; ok {
+			return k.KeySize
+		}
+	}
+	return 0
 }
 
 // slotInfo is one key slot in `key list`.
