@@ -15,6 +15,7 @@ import (
 	"github.com/volcrypt/volcrypt/internal/lock"
 	"github.com/volcrypt/volcrypt/internal/secret"
 	"github.com/volcrypt/volcrypt/kdf"
+	"golang.org/x/sys/unix"
 )
 
 // ErrNotInReencryption means a volume carries no reencryption of the kind
@@ -122,6 +123,8 @@ type shiftJob struct {
 	cipher   string
 	sector   int
 	progress func(Progress)
+	// formatted: this run wrote the header, zeroing the free key-slot area.
+	formatted bool
 }
 
 func (j *shiftJob) close() {
@@ -186,7 +189,7 @@ func startShiftJob(ctx context.Context, f *os.File, passphrase []byte, o Encrypt
 // format builds the header in memory, moves the head of the data to the
 // moved segment and writes the header over it.
 func (j *shiftJob) format(ctx context.Context, passphrase []byte, o EncryptOptions) error {
-	iter, err := kdf.DigestIterations(ctx, o.Hash, j.vk.Len())
+	iter, err := digestIterations(ctx, o.KDF, o.Hash, j.vk.Len())
 	if err != nil {
 		return err
 	}
@@ -231,12 +234,20 @@ func (j *shiftJob) format(ctx context.Context, passphrase []byte, o EncryptOptio
 	if err := copyRange(j.f, j.moved, 0, j.shift); err != nil {
 		return fmt.Errorf("move the start of the data: %w", err)
 	}
-	// The secondary copy and the key slots first: if only they are
-	// written, the device already reads as LUKS (the secondary copy) and a
-	// rerun resumes instead of copying the overwritten head again. The
-	// rest of the key-slot area is wiped when the encryption finishes.
-	if err := writeSync(j.f, img.b[h.Size:usedAreaEnd(h)], h.Size); err != nil {
+	// The secondary copy and the key slots first, with zeros over the
+	// plain data in the rest of the key-slot area (its copy is safe in the
+	// moved segment): if only they are written, the device already reads
+	// as LUKS (the secondary copy) and a rerun resumes instead of copying
+	// the overwritten head again.
+	if err := writeSync(j.f, img.b[h.Size:], h.Size); err != nil {
 		return fmt.Errorf("write header: %w", err)
+	}
+	j.formatted = true
+	if end := h.KeyslotsEnd(); end < j.shift {
+		// Plain data between the key slots and the data offset, too.
+		if err := zeroRange(j.f, end, j.shift); err != nil {
+			return fmt.Errorf("wipe the plain data under the header: %w", err)
+		}
 	}
 	if err := writeSync(j.f, img.b[:h.Size], 0); err != nil {
 		return fmt.Errorf("write header: %w", err)
@@ -305,7 +316,7 @@ func resumeShiftJob(f *os.File, h *header.Header, passphrase []byte) (*shiftJob,
 		j.next = (enc - 1) / j.shift * j.shift
 		j.hotzone = enc - j.next
 		j.setSegments(j.next)
-		if err := h.Write(f); err != nil {
+		if err := writeHeader(h, f); err != nil {
 			j.close()
 			return nil, err
 		}
@@ -361,27 +372,33 @@ func (j *shiftJob) setSegments(a int64) {
 	m.Digests[j.digest].Segments = append(header.IDList{final}, keyed...)
 }
 
-// run rewrites the remaining hotzones and finishes.
+// run rewrites the remaining hotzones and finishes. Reading and
+// encrypting the next hotzone overlaps writing the current one: its
+// source [a-shift, a) (or the moved segment) is never what the current
+// hotzone's write [a+shift, …) or the header touches.
 func (j *shiftJob) run(ctx context.Context) error {
-	buf := make([]byte, max(j.shift, j.hotzone))
-	defer secret.Wipe(buf)
-	for a := j.next; a >= 0; {
-		if err := ctx.Err(); err != nil {
-			return err
+	var zones [][2]int64
+	for a, hz := j.next, j.hotzone; a >= 0; {
+		zones = append(zones, [2]int64{a, min(a+hz, j.size)})
+		if a == 0 {
+			break
 		}
-		end := min(a+j.hotzone, j.size)
-		src := a
-		if a < j.shift {
-			src = j.moved + a
+		next := (a - 1) / j.shift * j.shift
+		a, hz = next, a-next
+	}
+	prepare := func(c *chunk) error {
+		src := c.start
+		if c.start < j.shift {
+			src = j.moved + c.start
 		}
-		b := buf[:end-a]
-		if _, err := j.f.ReadAt(b, src); err != nil {
+		if _, err := j.f.ReadAt(c.b, src); err != nil {
 			return fmt.Errorf("read plain data at %d: %w", src, err)
 		}
-		if err := j.c.Encrypt(b, b, uint64(a/512)); err != nil {
-			return err
-		}
-		if err := writeSync(j.f, b, a+j.shift); err != nil {
+		return j.c.Encrypt(c.b, c.b, uint64(c.start/512))
+	}
+	commit := func(c *chunk) error {
+		a := c.start
+		if err := writeSync(j.f, c.b, a+j.shift); err != nil {
 			return fmt.Errorf("write encrypted data at %d: %w", a+j.shift, err)
 		}
 		if j.progress != nil {
@@ -391,38 +408,49 @@ func (j *shiftJob) run(ctx context.Context) error {
 			// All data is encrypted: record it before wiping the moved
 			// segment, which a redo of this hotzone would read.
 			j.setSegments(-1)
-			if err := j.h.Write(j.f); err != nil {
-				return err
-			}
-			break
+			return writeHeader(j.h, j.f)
 		}
 		// The next hotzone ends where this one starts.
 		next := (a - 1) / j.shift * j.shift
 		j.hotzone = a - next
-		a = next
-		j.setSegments(a)
-		if err := j.h.Write(j.f); err != nil {
-			return err
-		}
+		j.setSegments(next)
+		return writeHeader(j.h, j.f)
+	}
+	if err := pipeline(ctx, zones, max(j.shift, j.hotzone), 0, prepare, commit); err != nil {
+		return err
 	}
 	return j.finish()
 }
 
-// finish wipes the plain data left in the moved segment and in the unused
-// key-slot area, then writes the final header without reencryption
-// metadata. It runs from the state where all data is encrypted (as
-// cryptsetup leaves it too), so a rerun after a crash wipes again.
+// finish wipes the plain data left in the moved segment (and, for a run
+// started elsewhere, in the unused key-slot area; format zeroes it), then
+// writes the final header without reencryption metadata. It runs from the
+// state where all data is encrypted (as cryptsetup leaves it too), so a
+// rerun after a crash wipes again.
 func (j *shiftJob) finish() error {
 	j.setSegments(-1)
 	j.h.ClearReencrypt()
 	j.h.Meta.Digests[j.digest].Segments = header.IDList{0}
-	if err := zeroRange(j.f, usedAreaEnd(j.h), j.h.KeyslotsEnd()); err != nil {
-		return fmt.Errorf("wipe the free key-slot area: %w", err)
+	if !j.formatted {
+		if err := zeroRange(j.f, usedAreaEnd(j.h), j.h.KeyslotsEnd()); err != nil {
+			return fmt.Errorf("wipe the free key-slot area: %w", err)
+		}
 	}
 	if err := zeroRange(j.f, j.moved, j.moved+j.shift); err != nil {
 		return fmt.Errorf("wipe the moved copy of the data: %w", err)
 	}
-	return j.h.Write(j.f)
+	return writeHeader(j.h, j.f)
+}
+
+// digestIterations returns the PBKDF2 iterations of a new volume key's
+// digest: calibrated, or the minimum when the key slot's KDF cost is forced
+// (no benchmark at all then, as cryptsetup does with
+// --pbkdf-force-iterations).
+func digestIterations(ctx context.Context, o KDFOptions, hash string, keyLen int) (uint32, error) {
+	if o.ForceIterations > 0 {
+		return kdf.MinPBKDF2Iterations, nil
+	}
+	return kdf.DigestIterations(ctx, hash, keyLen)
 }
 
 // usedAreaEnd is the end of the last key slot's area (at least the end of
@@ -462,7 +490,33 @@ func writeSync(f *os.File, p []byte, off int64) error {
 	if _, err := f.WriteAt(p, off); err != nil {
 		return err
 	}
-	return f.Sync()
+	return datasync(f)
+}
+
+// datasync flushes f's data (and the size, should it have changed) to
+// stable storage with fdatasync: in-place operations rewrite data, so the
+// journal commit of an image file's times that fsync adds to every flush
+// buys nothing.
+func datasync(f *os.File) error {
+	for {
+		err := unix.Fdatasync(int(f.Fd()))
+		if err != unix.EINTR {
+			if err != nil {
+				return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
+			}
+			return nil
+		}
+	}
+}
+
+// dataSyncFile is a file whose Sync is datasync, for header.Write.
+type dataSyncFile struct{ *os.File }
+
+func (d dataSyncFile) Sync() error { return datasync(d.File) }
+
+// writeHeader writes both copies of h to f, each flushed with datasync.
+func writeHeader(h *header.Header, f *os.File) error {
+	return h.Write(dataSyncFile{f})
 }
 
 // copyRange copies n bytes from src to dst on f (non-overlapping) and
@@ -480,7 +534,7 @@ func copyRange(f *os.File, dst, src, n int64) error {
 		}
 		done += int64(len(b))
 	}
-	return f.Sync()
+	return datasync(f)
 }
 
 // ext4Size returns the size of an ext2/3/4 file system on r, and false

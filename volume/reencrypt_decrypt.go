@@ -196,7 +196,7 @@ func (j *unshiftJob) exportHeader() error {
 	if _, err := j.hf.WriteAt(area, 0); err != nil {
 		return fmt.Errorf("header file: %w", err)
 	}
-	if err := j.h.Write(j.hf); err != nil {
+	if err := writeHeader(j.h, j.hf); err != nil {
 		return fmt.Errorf("header file: %w", err)
 	}
 	return nil
@@ -340,7 +340,7 @@ func (j *unshiftJob) run(ctx context.Context) error {
 		}
 		a = end
 		j.setSegments(a)
-		if err := j.h.Write(j.hf); err != nil {
+		if err := writeHeader(j.h, j.hf); err != nil {
 			return err
 		}
 	}

@@ -114,7 +114,7 @@ func startDetachedEncrypt(ctx context.Context, f, hf *os.File, passphrase []byte
 	if _, err := io.ReadFull(rand.Reader, j.newKey.Bytes()); err != nil {
 		return fail(fmt.Errorf("volume key: %w", err))
 	}
-	iter, err := kdf.DigestIterations(ctx, o.Hash, j.newKey.Len())
+	iter, err := digestIterations(ctx, o.KDF, o.Hash, j.newKey.Len())
 	if err != nil {
 		return fail(err)
 	}

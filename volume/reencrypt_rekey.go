@@ -248,7 +248,7 @@ func (j *rekeyJob) begin(mode, hash string, iter uint32, hotzone int64) error {
 	if err := j.h.SetReencryptDigest(keyBytes(j.oldKey), keyBytes(j.newKey), hash, iter); err != nil {
 		return err
 	}
-	return j.h.Write(j.hf)
+	return writeHeader(j.h, j.hf)
 }
 
 // sector is the largest encryption sector size of the two sides.
@@ -477,7 +477,7 @@ func (j *rekeyJob) commit(c *chunk) error {
 			return fmt.Errorf("write hotzone checksums: %w", err)
 		}
 		j.setSegments(c.start, true)
-		if err := j.h.Write(j.hf); err != nil {
+		if err := writeHeader(j.h, j.hf); err != nil {
 			return err
 		}
 	}
@@ -485,7 +485,7 @@ func (j *rekeyJob) commit(c *chunk) error {
 		return fmt.Errorf("write data at %d: %w", j.offset+c.start, err)
 	}
 	j.setSegments(c.end, false)
-	if err := j.h.Write(j.hf); err != nil {
+	if err := writeHeader(j.h, j.hf); err != nil {
 		return err
 	}
 	if j.progress != nil {
@@ -561,15 +561,15 @@ func (j *rekeyJob) finish() error {
 			}
 		}
 	}
-	if err := h.Write(j.hf); err != nil {
+	if err := writeHeader(h, j.hf); err != nil {
 		return err
 	}
 	for _, a := range areas {
-		if err := header.WipeArea(j.hf, a); err != nil {
+		if err := header.WipeArea(dataSyncFile{j.hf}, a); err != nil {
 			return err
 		}
 	}
-	return j.hf.Sync()
+	return datasync(j.hf)
 }
 
 // checkFSBlock refuses a sector size larger than the block size of an
