@@ -16,6 +16,7 @@ import (
 
 	"github.com/volcrypt/volcrypt/crypttab"
 	"github.com/volcrypt/volcrypt/header"
+	"github.com/volcrypt/volcrypt/internal/dm"
 	"github.com/volcrypt/volcrypt/internal/passphrase"
 	"github.com/volcrypt/volcrypt/internal/progress"
 	"github.com/volcrypt/volcrypt/internal/secret"
@@ -23,10 +24,10 @@ import (
 	"github.com/volcrypt/volcrypt/volume"
 )
 
-// bootCommands returns attach-all (crypttab at boot) and the hidden man
-// page generator.
+// bootCommands returns attach-all (crypttab at boot), the hidden systemd
+// generator and the hidden man page generator.
 func (a *app) bootCommands() []*cobra.Command {
-	return []*cobra.Command{a.attachAllCommand(), a.manCommand()}
+	return []*cobra.Command{a.attachAllCommand(), a.generateUnitsCommand(), a.manCommand()}
 }
 
 // attachResult is one crypttab line's outcome, as attach-all --json prints
@@ -230,6 +231,12 @@ func (a *app) attachOne(e crypttab.Entry, o attachOptions, r *attachResult) {
 	if err := v.Activate(e.Name, vk, volume.ActivateOptions{ReadOnly: eo.ReadOnly, AllowDiscards: eo.Discard,
 		SameCPUCrypt: eo.SameCPUCrypt, SubmitFromCryptCPUs: eo.SubmitFromCryptCPUs,
 		NoReadWorkqueue: eo.NoReadWorkqueue, NoWriteWorkqueue: eo.NoWriteWorkqueue}); err != nil {
+		if _, serr := volume.MappingStatus(e.Name); errors.Is(err, dm.ErrExists) && serr == nil {
+			// Another attach-all (volcrypt.service and a generated
+			// unit) opened it meanwhile: the goal is met.
+			r.Status = "active"
+			return
+		}
 		r.err = err
 		return
 	}
