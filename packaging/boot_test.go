@@ -1,12 +1,14 @@
 package packaging
 
 import (
+	"bufio"
 	"bytes"
 	"debug/elf"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -194,25 +196,30 @@ func TestBootInitramfs(t *testing.T) {
 	}
 	require.Regexp(t, `/dm-crypt\.ko\n`, string(list))
 
-	boot := func(disk, answer string) string {
+	boot := func(o bootOptions) string {
 		t.Helper()
+		o.initrd, o.tpmState = initrd, tpmState
 		t0 := time.Now()
-		console, err := bootVM(vmtest, initrd, tpmState, disk, answer)
-		t.Logf("boot with %s: %.1f s; console:\n%s", filepath.Base(disk), time.Since(t0).Seconds(), console)
+		console, err := bootVM(vmtest, o)
+		t.Logf("boot with %s: %.1f s; console:\n%s", filepath.Base(o.disk), time.Since(t0).Seconds(), console)
 		require.NoError(t, err)
 		return console
 	}
 
 	// The boot chain the TPM key was sealed to: no prompt.
-	c := boot(diskA, "")
+	c := boot(bootOptions{disk: diskA})
 	require.Contains(t, c, "root: /dev/vda attached as /dev/mapper/root with tpm2")
 	require.NotContains(t, c, "TPM2 unlock failed")
+	require.NotContains(t, c, waitingMessage)
 	require.NotContains(t, c, passwordPrompt)
 	require.Contains(t, c, "rootfs-init: /dev/mapper/root / ext4 ro")
 	require.Contains(t, c, "rootfs-init: proof "+proof+"  /proof")
 
-	// A changed boot chain: the TPM refuses, the console asks, the recovery password boots.
-	c = boot(diskB, rec.Password)
+	// A changed boot chain: the TPM refuses, the console asks, the recovery
+	// password boots. And the disk appears late (as USB disks and slow
+	// controllers do): it is plugged in only once the initramfs waits for it.
+	c = boot(bootOptions{disk: diskB, late: true, answer: rec.Password})
+	require.Contains(t, c, waitingMessage+dump.UUID+")")
 	require.Contains(t, c, "root: TPM2 unlock failed: ")
 	require.Contains(t, c, "asking for the recovery password or a passphrase")
 	require.Contains(t, c, passwordPrompt)
@@ -223,13 +230,34 @@ func TestBootInitramfs(t *testing.T) {
 	t.Logf("whole test: %.1f s", time.Since(start).Seconds())
 }
 
+// bootOptions say how bootVM boots.
+type bootOptions struct {
+	initrd, tpmState, disk string
+	// late: the disk is hot-plugged once the initramfs says it waits for it.
+	late bool
+	// answer is typed at the password prompt.
+	answer string
+}
+
+// waitingMessage is what the local-top script prints while it waits for a disk.
+const waitingMessage = "volcrypt: waiting for the encrypted device of: root (UUID="
+
 // bootVM boots the initramfs with scripts/vmtest in boot mode, the serial
-// console on a pipe, and returns what the console showed. When answer is
-// set, it is typed (with a carriage return, as a terminal sends) once the
+// console on a pipe, and returns what the console showed. It hot-plugs a
+// late disk through QEMU's monitor when the initramfs waits for it, and
+// types the answer (with a carriage return, as a terminal sends) once the
 // password prompt appears.
-func bootVM(vmtest, initrd, tpmState, disk, answer string) (string, error) {
-	cmd := exec.Command(vmtest, "--initrd", initrd, "--console", "--append", "root=/dev/mapper/root",
-		"--tpm-state", tpmState, "--disk", disk, "--timeout", "300")
+func bootVM(vmtest string, o bootOptions) (string, error) {
+	args := []string{"--initrd", o.initrd, "--console", "--append", "root=/dev/mapper/root",
+		"--tpm-state", o.tpmState, "--timeout", "300"}
+	monitor := ""
+	if o.late {
+		monitor = filepath.Join(filepath.Dir(o.initrd), "monitor.sock")
+		args = append(args, "--no-disk", "--monitor", monitor)
+	} else {
+		args = append(args, "--disk", o.disk)
+	}
+	cmd := exec.Command(vmtest, args...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return "", err
@@ -243,21 +271,30 @@ func bootVM(vmtest, initrd, tpmState, disk, answer string) (string, error) {
 	if err := cmd.Start(); err != nil {
 		return "", err
 	}
+	fail := func(console []byte, err error) (string, error) {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return string(console), err
+	}
 	var console []byte
-	typed := answer == ""
+	plugged, typed := !o.late, o.answer == ""
 	buf := make([]byte, 4096)
 	for {
 		n, rerr := stdout.Read(buf)
 		console = append(console, buf[:n]...)
+		if !plugged && bytes.Contains(console, []byte(waitingMessage)) {
+			plugged = true
+			if err := hotplug(monitor, o.disk); err != nil {
+				return fail(console, err)
+			}
+		}
 		if !typed && bytes.Contains(console, []byte(passwordPrompt)) {
 			typed = true
 			// Give the prompt time to turn echo off: a real user types
 			// long after it appears.
 			time.Sleep(500 * time.Millisecond)
-			if _, err := io.WriteString(stdin, answer+"\r"); err != nil {
-				_ = cmd.Process.Kill()
-				_ = cmd.Wait()
-				return string(console), fmt.Errorf("typing on the console: %w", err)
+			if _, err := io.WriteString(stdin, o.answer+"\r"); err != nil {
+				return fail(console, fmt.Errorf("typing on the console: %w", err))
 			}
 		}
 		if rerr != nil {
@@ -271,6 +308,51 @@ func bootVM(vmtest, initrd, tpmState, disk, answer string) (string, error) {
 		return s, fmt.Errorf("scripts/vmtest --initrd: %w: %s", err, stderr.String())
 	}
 	return s, nil
+}
+
+// hotplug attaches the raw image disk as a virtio disk through QEMU's
+// human monitor (scripts/vmtest --monitor).
+func hotplug(monitor, disk string) error {
+	c, err := net.Dial("unix", monitor)
+	if err != nil {
+		return fmt.Errorf("monitor: %w", err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+	r := bufio.NewReader(c)
+	// Each command's answer ends with the next prompt.
+	readPrompt := func() (string, error) {
+		var b strings.Builder
+		for !strings.HasSuffix(b.String(), "(qemu) ") {
+			c, err := r.ReadByte()
+			if err != nil {
+				return b.String(), fmt.Errorf("monitor: %w", err)
+			}
+			b.WriteByte(c)
+		}
+		return b.String(), nil
+	}
+	if _, err := readPrompt(); err != nil {
+		return err
+	}
+	for _, cmd := range []string{
+		"drive_add 0 if=none,id=late,format=raw,cache=unsafe,file=" + disk,
+		"device_add virtio-blk-pci,bus=hotplug0,drive=late,id=latedisk",
+	} {
+		if _, err := io.WriteString(c, cmd+"\n"); err != nil {
+			return fmt.Errorf("monitor: %w", err)
+		}
+		out, err := readPrompt()
+		if err != nil {
+			return err
+		}
+		// The answer echoes the command; anything else is an error message.
+		out = strings.TrimSuffix(out, "(qemu) ")
+		if strings.Contains(out, "rror") || strings.Contains(out, "annot") {
+			return fmt.Errorf("monitor: %s: %s", cmd, strings.TrimSpace(out))
+		}
+	}
+	return nil
 }
 
 // staticELF reports whether the ELF file at path has no program
