@@ -5,7 +5,8 @@ package crypt
 import "golang.org/x/sys/cpu"
 
 // kernelAESNI runs eight blocks at a time with the AES-NI instructions and
-// advances tweaks in SSE registers: it needs nothing newer than Westmere.
+// advances tweaks in general-purpose registers, leaving the vector units to
+// AES: it needs nothing newer than Westmere.
 var kernelAESNI = asmKernel("aesni", xtsEncryptAESNI, xtsDecryptAESNI)
 
 // kernelVAES runs 16 blocks at a time with VAES on YMM registers and

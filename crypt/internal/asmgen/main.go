@@ -34,8 +34,8 @@ func main() {
 		DATA(16*lane+8, U64(0))
 	}
 
-	aesniKernel("xtsEncryptAESNI", false, alpha)
-	aesniKernel("xtsDecryptAESNI", true, alpha)
+	aesniKernel("xtsEncryptAESNI", false)
+	aesniKernel("xtsDecryptAESNI", true)
 	vaesKernel("xtsEncryptVAES", false, alpha, poly)
 	vaesKernel("xtsDecryptVAES", true, alpha, poly)
 	cpuid()
@@ -76,18 +76,19 @@ func loopTail(name string, step uint32, src, dst, groups, tw, sectors Register) 
 // blocks (per sector) must be a positive multiple of 8; rk is the key
 // schedule for the direction, rounds 10, 12 or 14.
 //
-// The tweaks stay off the critical path: while the AES units work on one
-// group, the doubling chain already computes the next group's eight tweaks
-// (in the last group of a sector, from the next sector's initial tweak)
-// into the other half of a double buffer on the stack. Each tweak is
-// stored XORed with the last round key, so a group starts with eight loads
-// and XORs and ends with AESENCLAST taking tweak and last round key from
-// memory in one operand.
+// The tweaks stay off the critical path and off the vector units, which
+// the AES instructions share with every other SSE instruction: while the
+// AES units work on one group, the doubling chain runs in general-purpose
+// registers (add, add with carry, and 0x87 masked by the carry out) and
+// computes the next group's eight tweaks (in the last group of a sector,
+// from the next sector's initial tweak) into the other half of a double
+// buffer on the stack. Each tweak is stored XORed with the last round key,
+// so a group starts with eight loads and two XORs a block and ends with
+// AESENCLAST taking tweak and last round key from memory in one operand.
 //
-// Registers: X0–X7 data, X8 the round key, X9 the running tweak, X10 the
-// doubling mask, X11 scratch, X12 round key 0 ⊕ last round key, X13 the
-// last round key.
-func aesniKernel(name string, decrypt bool, alpha Mem) {
+// Registers: X0–X7 data, X8 the round key, X9 round key 0 ⊕ last round
+// key; the running tweak in two general-purpose registers.
+func aesniKernel(name string, decrypt bool) {
 	TEXT(name, NOSPLIT, "func(rk *byte, rounds int, dst, src, tweaks *byte, sectors, blocks int)")
 	Pragma("noescape")
 	dir := "encrypts"
@@ -99,54 +100,58 @@ func aesniKernel(name string, decrypt bool, alpha Mem) {
 	rk, rounds, dst, src, tw, sectors, blocks := sectorParams()
 	groups := GP64()
 	cur, nxt := GP64(), GP64()
+	lo, hi, carry, x := GP64(), GP64(), GP64(), GP64()
 	// Two buffers of eight tweaks, 16-byte aligned for the SSE memory
 	// operands.
 	buf := AllocLocal(2*8*16 + 16)
 
 	data := []VecPhysical{X0, X1, X2, X3, X4, X5, X6, X7}
-	key, t, mask, tmp, key0, keyLast := X8, X9, X10, X11, X12, X13
+	key, key0 := X8, X9
 
 	round, last := AESENC, AESENCLAST
 	if decrypt {
 		round, last = AESDEC, AESDECLAST
 	}
 
-	// double stores t ⊕ last round key as tweak i of the buffer at base,
-	// then multiplies t by α.
-	double := func(base Register, i int) {
-		MOVOU(t, tmp)
-		PXOR(keyLast, tmp)
-		MOVOU(tmp, Mem{Base: base, Disp: 16 * i})
-		PSHUFD(U8(0x13), t, tmp)
-		PSRAL(U8(31), tmp)
-		PAND(mask, tmp)
-		PADDQ(t, t)
-		PXOR(tmp, t)
+	// double stores the tweak lo:hi ⊕ the last round key (at lastKey) as
+	// tweak i of the buffer at base, then multiplies the tweak by α.
+	double := func(base Register, i int, lastKey Mem) {
+		MOVQ(lo, x)
+		XORQ(lastKey, x)
+		MOVQ(x, Mem{Base: base, Disp: 16 * i})
+		MOVQ(hi, x)
+		XORQ(lastKey.Offset(8), x)
+		MOVQ(x, Mem{Base: base, Disp: 16*i + 8})
+		ADDQ(lo, lo)
+		ADCQ(hi, hi)
+		SBBQ(carry, carry)
+		ANDQ(U32(0x87), carry)
+		XORQ(carry, lo)
 	}
 
-	MOVOU(alpha, mask)
 	SHRQ(U8(3), blocks)
 	LEAQ(buf.Offset(15), cur)
 	ANDQ(I8(-16), cur)
 	LEAQ(Mem{Base: cur, Disp: 128}, nxt)
 	TESTQ(sectors, sectors)
 	JZ(LabelRef(name + "_done"))
-
 	CMPQ(rounds, U8(10))
 	JE(LabelRef(name + "_10"))
 	CMPQ(rounds, U8(12))
 	JE(LabelRef(name + "_12"))
 	for _, nr := range []int{14, 12, 10} {
 		l := fmt.Sprintf("%s_%d", name, nr)
+		lastKey := Mem{Base: rk, Disp: 16 * nr}
 		Comment(fmt.Sprintf("%d rounds.", nr))
 		Label(l)
-		MOVOU(Mem{Base: rk, Disp: 16 * nr}, keyLast)
 		MOVOU(Mem{Base: rk}, key0)
-		PXOR(keyLast, key0)
+		MOVOU(lastKey, key)
+		PXOR(key, key0)
 		Comment("The first sector's first eight tweaks.")
-		MOVOU(Mem{Base: tw}, t)
+		MOVQ(Mem{Base: tw}, lo)
+		MOVQ(Mem{Base: tw, Disp: 8}, hi)
 		for i := range data {
-			double(cur, i)
+			double(cur, i, lastKey)
 		}
 
 		Label(l + "_sector")
@@ -163,7 +168,8 @@ func aesniKernel(name string, decrypt bool, alpha Mem) {
 		JNE(LabelRef(l + "_chain"))
 		CMPQ(sectors, U8(1))
 		JE(LabelRef(l + "_chain"))
-		MOVOU(Mem{Base: tw, Disp: 16}, t)
+		MOVQ(Mem{Base: tw, Disp: 16}, lo)
+		MOVQ(Mem{Base: tw, Disp: 24}, hi)
 		Label(l + "_chain")
 		for r := 1; r < nr; r++ {
 			MOVOU(Mem{Base: rk, Disp: 16 * r}, key)
@@ -171,7 +177,7 @@ func aesniKernel(name string, decrypt bool, alpha Mem) {
 				round(key, x)
 			}
 			if i := r - 1; i < len(data) {
-				double(nxt, i)
+				double(nxt, i, lastKey)
 			}
 		}
 		for i, x := range data {
@@ -192,9 +198,12 @@ func aesniKernel(name string, decrypt bool, alpha Mem) {
 
 	Label(name + "_done")
 	Comment("Tweaks and round-key material are secrets: leave none in registers or on the stack.")
-	for _, x := range []VecPhysical{X0, X1, X2, X3, X4, X5, X6, X7, X8, X9, X11, X12, X13} {
+	for _, x := range []VecPhysical{X0, X1, X2, X3, X4, X5, X6, X7, X8, X9} {
 		PXOR(x, x)
 	}
+	XORQ(lo, lo)
+	XORQ(hi, hi)
+	XORQ(x, x)
 	for off := 0; off < 2*8*16+16; off += 16 {
 		MOVOU(X0, buf.Offset(off))
 	}
