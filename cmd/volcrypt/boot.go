@@ -261,7 +261,17 @@ func (a *app) attachUnlock(v *volume.Volume, e crypttab.Entry, o attachOptions, 
 			if eo.Headless {
 				return nil, fmt.Errorf("%w: headless: no one to ask", tpm.ErrPINRequired)
 			}
-			return a.prompt.Ask(fmt.Sprintf("Enter TPM2 PIN for %s: ", e.Name), false)
+			prompt := fmt.Sprintf("Enter TPM2 PIN for %s: ", e.Name)
+			if ask, ok := a.askThroughSystemd(); ok {
+				// No cached PIN: a wrong one costs a TPM lockout try.
+				pins, err := systemdAskPassword(ask, a.stdin, "cryptsetup:"+r.Path, "tpm2-pin", false, prompt)
+				if err != nil {
+					return nil, err
+				}
+				defer wipeAll(pins[1:])
+				return pins[0], nil
+			}
+			return a.prompt.Ask(prompt, false)
 		}})
 		if err == nil {
 			return vk, slot, "tpm2", nil
@@ -301,7 +311,7 @@ func (a *app) attachUnlock(v *volume.Volume, e crypttab.Entry, o attachOptions, 
 		return nil, -1, "", errors.Join(errs...)
 	}
 	for try := 1; eo.Tries == 0 || try <= eo.Tries; try++ {
-		pass, err := a.askPassphrase(e, r.Path)
+		passes, err := a.askPassphrase(e, r.Path, try == 1)
 		if err != nil {
 			if errors.Is(err, passphrase.ErrNoTerminal) && len(errs) > 0 {
 				// Nobody to ask: the TPM's or key file's reason is the news.
@@ -309,8 +319,7 @@ func (a *app) attachUnlock(v *volume.Volume, e crypttab.Entry, o attachOptions, 
 			}
 			return nil, -1, "", err
 		}
-		vk, slot, err := v.Unlock(pass, volume.UnlockOptions{Keyslot: eo.KeySlot})
-		secret.Wipe(pass)
+		vk, slot, err := unlockAny(v, passes, eo.KeySlot)
 		if err == nil {
 			return vk, slot, "passphrase", nil
 		}
@@ -322,22 +331,86 @@ func (a *app) attachUnlock(v *volume.Volume, e crypttab.Entry, o attachOptions, 
 	return nil, -1, "", header.ErrWrongKey
 }
 
-// askPassphrase asks for a line's passphrase: on the terminal, through
-// systemd-ask-password when systemd runs and there is no terminal, or a
-// line of standard input. A recovery password is normalized.
-func (a *app) askPassphrase(e crypttab.Entry, path string) ([]byte, error) {
+// unlockAny tries each passphrase in turn (systemd-ask-password may give
+// several cached ones) and wipes them all.
+func unlockAny(v *volume.Volume, passes [][]byte, keyslot int) (*secret.Buffer, int, error) {
+	defer wipeAll(passes)
+	err := error(header.ErrWrongKey)
+	for _, p := range passes {
+		var vk *secret.Buffer
+		var slot int
+		if vk, slot, err = v.Unlock(p, volume.UnlockOptions{Keyslot: keyslot}); err == nil || !errors.Is(err, header.ErrWrongKey) {
+			return vk, slot, err
+		}
+	}
+	return nil, -1, err
+}
+
+func wipeAll(bs [][]byte) {
+	for _, b := range bs {
+		secret.Wipe(b)
+	}
+}
+
+// askPassphrase asks for a line's passphrase: through systemd-ask-password
+// where askThroughSystemd says so, else on the terminal or as a line of
+// standard input. On the first try, systemd-ask-password may answer with
+// the passphrases cached in the kernel keyring (key "cryptsetup", shared
+// with systemd-cryptsetup) instead of asking. Recovery passwords are
+// normalized.
+func (a *app) askPassphrase(e crypttab.Entry, path string, first bool) ([][]byte, error) {
 	prompt := fmt.Sprintf("Please enter passphrase or recovery password for disk %s (%s): ", e.Name, path)
-	var b []byte
-	var err error
-	if ask, lerr := exec.LookPath("systemd-ask-password"); lerr == nil && !a.prompt.IsTerminal() && systemdRunning() {
-		b, err = systemdAskPassword(ask, e.Name, prompt)
+	var bs [][]byte
+	if ask, ok := a.askThroughSystemd(); ok {
+		var err error
+		if bs, err = systemdAskPassword(ask, a.stdin, "cryptsetup:"+path, "cryptsetup", first, prompt); err != nil {
+			return nil, err
+		}
 	} else {
-		b, err = a.prompt.Ask(prompt, false)
+		b, err := a.prompt.Ask(prompt, false)
+		if err != nil {
+			return nil, err
+		}
+		bs = [][]byte{b}
 	}
+	for i, b := range bs {
+		n, err := normalizeRecovery(b)
+		if err != nil {
+			wipeAll(bs)
+			return nil, err
+		}
+		bs[i] = n
+	}
+	return bs, nil
+}
+
+// askThroughSystemd says whether prompts go through systemd-ask-password
+// (and where it is): when it is installed and this runs as a systemd unit
+// ($INVOCATION_ID), or systemd runs the machine and standard input is no
+// terminal (a service's /dev/null). A pipe or file on standard input always
+// wins: a script types the answer.
+func (a *app) askThroughSystemd() (string, bool) {
+	bin, err := exec.LookPath("systemd-ask-password")
+	if err != nil || stdinFeeds(a.stdin) {
+		return "", false
+	}
+	if os.Getenv("INVOCATION_ID") != "" {
+		return bin, true
+	}
+	return bin, !a.prompt.IsTerminal() && systemdRunning()
+}
+
+// stdinFeeds reports whether f is a pipe, socket or regular file, which
+// a script may write answers into.
+func stdinFeeds(f *os.File) bool {
+	if f == nil {
+		return false
+	}
+	st, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return false
 	}
-	return normalizeRecovery(b)
+	return st.Mode().IsRegular() || st.Mode()&(os.ModeNamedPipe|os.ModeSocket) != 0
 }
 
 // systemdRunning reports whether systemd is PID 1 (sd_booted's test).
@@ -347,23 +420,38 @@ func systemdRunning() bool {
 }
 
 // systemdAskPassword asks through systemd's password agents (plymouth,
-// the console, systemd-tty-ask-password-agent); the answer comes on its
-// standard output, never in argv or the environment.
-func systemdAskPassword(bin, name, prompt string) ([]byte, error) {
-	cmd := exec.Command(bin, "--id=volcrypt:"+name, "--icon=drive-harddisk", "--timeout=0", "--accept-cached", strings.TrimSuffix(prompt, " "))
+// the console, systemd-tty-ask-password-agent, clevis) or on the terminal
+// it has; the answers come on its standard output, never in argv or the
+// environment. It asks on stdin if that is a terminal, else through the
+// agents. id names the query for agents ("cryptsetup:DEVICE", as
+// systemd-cryptsetup's); the answer is added to the kernel keyring under
+// keyname for 2.5 minutes; with acceptCached, the passphrases already
+// there are returned, all of them, without asking.
+func systemdAskPassword(bin string, stdin *os.File, id, keyname string, acceptCached bool, prompt string) ([][]byte, error) {
+	args := []string{"--id=" + id, "--keyname=" + keyname, "--icon=drive-harddisk", "--timeout=0"}
+	if acceptCached {
+		args = append(args, "--accept-cached", "--multiple")
+	}
+	cmd := exec.Command(bin, append(args, "--", strings.TrimSuffix(prompt, " "))...)
 	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
+	out.Grow(4096) // no reallocation leaving copies of the answer behind
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &out, &errb
 	err := cmd.Run()
 	b := out.Bytes()
 	defer secret.Wipe(b)
 	if err != nil {
 		return nil, fmt.Errorf("systemd-ask-password: %w: %s", err, strings.TrimSpace(errb.String()))
 	}
-	line, _, _ := bytes.Cut(b, []byte("\n"))
-	if len(line) == 0 {
+	var bs [][]byte
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if len(line) > 0 {
+			bs = append(bs, bytes.Clone(line))
+		}
+	}
+	if len(bs) == 0 {
 		return nil, passphrase.ErrEmpty
 	}
-	return bytes.Clone(line), nil
+	return bs, nil
 }
 
 // manCommand writes man pages for every command (volcrypt.1,

@@ -1,14 +1,23 @@
 package main
 
 import (
+	"context"
+	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/volcrypt/volcrypt/internal/swtpmtest"
 )
@@ -254,4 +263,153 @@ func TestAttachAllTPMPIN(t *testing.T) {
 			require.Contains(t, r.stderr, tc.msg)
 		})
 	}
+}
+
+// askAgent is a systemd password agent (systemd's PASSWORD_AGENTS.md) for
+// the queries whose Id is id: it answers them in turn with replies ("+…"
+// a password, "-" cancel; "-" once they run out) and records each
+// query's AcceptCached.
+type askAgent struct {
+	mu     sync.Mutex
+	cached []string
+}
+
+const askDir = "/run/systemd/ask-password"
+
+func startAskAgent(t *testing.T, id string, replies ...string) *askAgent {
+	t.Helper()
+	ag := &askAgent{}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	t.Cleanup(func() { close(done); <-stopped })
+	go func() {
+		defer close(stopped)
+		seen := map[string]bool{}
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			files, _ := filepath.Glob(filepath.Join(askDir, "ask.*"))
+			for _, f := range files {
+				b, err := os.ReadFile(f)
+				if err != nil || seen[f] {
+					continue
+				}
+				q := map[string]string{}
+				for _, l := range strings.Split(string(b), "\n") {
+					if k, v, ok := strings.Cut(l, "="); ok {
+						q[k] = v
+					}
+				}
+				if q["Id"] != id || q["Socket"] == "" {
+					continue
+				}
+				seen[f] = true
+				reply := "-"
+				ag.mu.Lock()
+				if n := len(ag.cached); n < len(replies) {
+					reply = replies[n]
+				}
+				ag.cached = append(ag.cached, q["AcceptCached"])
+				ag.mu.Unlock()
+				c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: q["Socket"], Net: "unixgram"})
+				if err == nil {
+					_, _ = c.Write([]byte(reply))
+					c.Close()
+				}
+			}
+		}
+	}()
+	return ag
+}
+
+func (ag *askAgent) queries() []string {
+	ag.mu.Lock()
+	defer ag.mu.Unlock()
+	return slices.Clone(ag.cached)
+}
+
+// cachedKey finds the passphrases systemd-ask-password caches (key
+// "cryptsetup" in the user keyring).
+func cachedKey() (int, bool) {
+	id, err := unix.KeyctlSearch(unix.KEY_SPEC_USER_KEYRING, "user", "cryptsetup", 0)
+	return id, err == nil
+}
+
+func dropCachedKey() {
+	if id, ok := cachedKey(); ok {
+		_, _ = unix.KeyctlInt(unix.KEYCTL_INVALIDATE, id, 0, 0, 0)
+	}
+}
+
+// TestAttachAllAskPassword runs attach-all as a systemd unit would (no
+// terminal, $INVOCATION_ID) against a real systemd-ask-password, with the
+// test as the password agent.
+func TestAttachAllAskPassword(t *testing.T) {
+	if _, err := exec.LookPath("systemd-ask-password"); err != nil {
+		t.Skip("systemd-ask-password not installed (Debian package systemd)")
+	}
+	if err := os.MkdirAll(askDir, 0o755); err != nil {
+		t.Skipf("cannot be a password agent here: %v", err)
+	}
+	if _, ok := cachedKey(); ok {
+		t.Skip(`a passphrase cached by systemd-ask-password (key "cryptsetup" in the user keyring) would answer before this test's agent; it expires 2.5 minutes after it was stored`)
+	}
+	t.Cleanup(dropCachedKey) // what this test cached
+	pass := rand.Text()
+	img, _ := formatted(t, pass)
+	table := crypttabFile(t, "v "+img+" none tries=2")
+	id := "cryptsetup:" + img
+	asUnit := func(stdin string) result {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, binary, "attach-all", "--test", "--json", "--crypttab", table)
+		cmd.Env = append(os.Environ(), "VOLCRYPT_TEST_AS_CLI=1", "INVOCATION_ID=0123456789abcdef0123456789abcdef")
+		if stdin != "" {
+			cmd.Stdin = strings.NewReader(stdin)
+		}
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			require.NoError(t, err)
+		}
+		return result{out.String(), errb.String(), cmd.ProcessState.ExitCode()}
+	}
+
+	t.Run("wrong-then-right", func(t *testing.T) {
+		ag := startAskAgent(t, id, "+wrong", "+"+pass)
+		r := asUnit("")
+		require.Equal(t, 0, r.code, r.stderr)
+		require.Equal(t, map[string]string{"v": "tested/passphrase"}, statuses(attachSummaryOf(t, r)))
+		require.Contains(t, r.stderr, "try again")
+		require.Equal(t, []string{"1", "0"}, ag.queries(), "cached answers accepted on the first try only")
+	})
+	t.Run("cached", func(t *testing.T) {
+		if _, ok := cachedKey(); !ok {
+			t.Skip("the kernel keyring kept nothing (not usable here)")
+		}
+		ag := startAskAgent(t, id)
+		r := asUnit("")
+		require.Equal(t, 0, r.code, r.stderr)
+		require.Equal(t, map[string]string{"v": "tested/passphrase"}, statuses(attachSummaryOf(t, r)))
+		require.Empty(t, ag.queries(), "both cached answers tried, no one asked")
+	})
+	t.Run("cancelled", func(t *testing.T) {
+		dropCachedKey()
+		ag := startAskAgent(t, id, "-")
+		r := asUnit("")
+		require.NotEqual(t, 0, r.code, r.stderr)
+		require.Contains(t, r.stderr, "systemd-ask-password")
+		require.Len(t, ag.queries(), 1)
+	})
+	t.Run("piped-standard-input-wins", func(t *testing.T) {
+		ag := startAskAgent(t, id, "+wrong")
+		r := asUnit(pass + "\n")
+		require.Equal(t, 0, r.code, r.stderr)
+		require.Empty(t, ag.queries())
+	})
 }
