@@ -44,7 +44,8 @@ func TestPackage(t *testing.T) {
 		"./usr/sbin/volcrypt", "./usr/share/man/man8/volcrypt.8.gz", "./usr/share/man/man8/volcrypt-attach-all.8.gz",
 		"./usr/share/bash-completion/completions/volcrypt", "./usr/share/zsh/vendor-completions/_volcrypt",
 		"./usr/share/fish/vendor_completions.d/volcrypt.fish", "./usr/lib/systemd/system/volcrypt@.service",
-		"./usr/lib/systemd/system/volcrypt.service", "./usr/share/initramfs-tools/hooks/volcrypt",
+		"./usr/lib/systemd/system/volcrypt.service", "./usr/lib/systemd/system-generators/volcrypt-generator",
+		"./usr/share/initramfs-tools/hooks/volcrypt",
 		"./usr/share/initramfs-tools/scripts/local-top/volcrypt", "./usr/lib/dracut/modules.d/90volcrypt/module-setup.sh",
 		"./etc/volcrypt/crypttab",
 	} {
@@ -67,6 +68,13 @@ if command -v man >/dev/null; then man -w volcrypt volcrypt-attach-all; else ls 
 test -s /usr/share/bash-completion/completions/volcrypt
 bash -c '. /usr/share/bash-completion/completions/volcrypt && complete -p volcrypt'
 systemd-analyze verify --man=no /usr/lib/systemd/system/volcrypt.service
+g=$(mktemp -d)
+echo 'data /dev/vdb none nofail' >"$g/crypttab"
+/usr/lib/systemd/system-generators/volcrypt-generator --crypttab "$g/crypttab" "$g" "$g" "$g"
+test -L "$g/cryptsetup.target.wants/volcrypt@data.service"
+(cd "$g" && SYSTEMD_UNIT_PATH="$g:" systemd-analyze verify --man=no volcrypt@data.service)
+/usr/lib/systemd/system-generators/volcrypt-generator "$g/empty" "$g/empty" "$g/empty"
+echo generator-ok
 echo installed-ok`
 	vm := exec.Command(vmtest, "--no-tpm", "--no-disk", "--", "sh", "-c", script, "sh", deb)
 	b, err = vm.CombinedOutput()
@@ -75,5 +83,6 @@ echo installed-ok`
 	require.Contains(t, s, "/usr/share/man/man8/volcrypt.8.gz\n")
 	require.Contains(t, s, "/usr/share/man/man8/volcrypt-attach-all.8.gz\n")
 	require.Contains(t, s, "-F __start_volcrypt volcrypt\n")
+	require.Contains(t, s, "generator-ok")
 	require.Contains(t, s, "installed-ok")
 }
