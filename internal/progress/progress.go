@@ -30,6 +30,13 @@
 // the device or volume; done and total are in the task's unit (bytes
 // unless the task says otherwise), total is -1 when unknown and percent is
 // then absent; "progress" lines come at most every Interval.
+//
+// Tasks volcrypt reports so far:
+//
+//	task       item                      total
+//	attach     crypttab name             -1      attach-all, per volume
+//	calibrate  KDF (argon2id, pbkdf2, …) -1      format, key add, key change when the KDF cost is measured
+//	wipe       device                    bytes   format --wipe
 package progress
 
 import (
