@@ -342,6 +342,10 @@ func TestDetachedResumeAcrossTools(t *testing.T) {
 			v.Close()
 		}},
 		{"decrypt-volcrypt-then-cryptsetup", true, func(img, hdr string) *exec.Cmd { return detachedChild(img, hdr, true) }, csResume},
+		// cryptsetup decrypts backward, from the end of the data.
+		{"decrypt-cryptsetup-then-volcrypt", true, csRun("--decrypt"), func(t *testing.T, img, hdr string) {
+			require.NoError(t, Decrypt(context.Background(), img, []byte(testPass), DecryptOptions{HeaderFile: hdr}))
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var img, hdr string

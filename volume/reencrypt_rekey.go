@@ -115,9 +115,13 @@ type rekeyJob struct {
 	hotzone           int64
 	block             int64 // checksum block size
 	area              header.Area
-	next              int64
-	recover           bool // the hotzone at next needs checksum recovery
-	progress          func(Progress)
+	// next is where the remaining work starts: the start of the first
+	// hotzone, or its end when backward.
+	next      int64
+	backward  bool  // from the end of the data towards its start (cryptsetup's decryption)
+	recover   bool  // the hotzone at recoverAt needs checksum recovery
+	recoverAt int64 // logical start of that hotzone
+	progress  func(Progress)
 }
 
 func (j *rekeyJob) close() {
@@ -297,8 +301,8 @@ func (j *rekeyJob) ciphers() error {
 // the header h read from hf.
 func resumeRekeyJob(f, hf *os.File, h *header.Header, passphrase []byte) (*rekeyJob, error) {
 	_, k := h.Meta.ReencryptKeyslot()
-	if k.Direction != header.DirectionForward || k.Area.Type != "checksum" || k.Area.SectorSize < 512 {
-		return nil, fmt.Errorf("%w: %s holds a %s (%s, %s); volcrypt resumes this one only with a data shift or forward with checksums; finish it with cryptsetup reencrypt --resume-only",
+	if (k.Direction != header.DirectionForward && k.Direction != header.DirectionBackward) || k.Area.Type != "checksum" || k.Area.SectorSize < 512 {
+		return nil, fmt.Errorf("%w: %s holds a %s (%s, %s); volcrypt resumes this one only with a data shift or with checksums; finish it with cryptsetup reencrypt --resume-only",
 			ErrNotInReencryption, hf.Name(), k.Mode, k.Direction, k.Area.Type)
 	}
 	if k.Area.Hash != "sha256" {
@@ -342,26 +346,37 @@ func resumeRekeyJob(f, hf *os.File, h *header.Header, passphrase []byte) (*rekey
 	}
 	j.hotzone = (int64(k.Area.Size) / sha256.Size) * j.block
 	j.hotzone = min(j.hotzone, defaultHotzone)
-	// Progress: the hotzone in progress, else the size of the new
-	// segment at the start.
+	// Progress: the hotzone in progress, else the boundary between the
+	// old and the new data.
+	j.backward = k.Direction == header.DirectionBackward
 	_, hot := h.Meta.SegmentByFlag(header.FlagInReencryption)
 	s0 := h.Meta.Segments[0]
 	switch {
 	case hot != nil && !hot.Size.Dynamic:
-		j.next = int64(hot.Offset) - j.offset
-		if (int64(hot.Size.Bytes)+j.block-1)/j.block*sha256.Size > int64(k.Area.Size) || j.next < 0 || j.next >= j.size {
+		start := int64(hot.Offset) - j.offset
+		end := start + int64(hot.Size.Bytes)
+		if (int64(hot.Size.Bytes)+j.block-1)/j.block*sha256.Size > int64(k.Area.Size) || start < 0 || end > j.size || end <= start {
 			return fail(fmt.Errorf("%w: hotzone outside the data or larger than its checksums", ErrNotInReencryption))
 		}
-		j.hotzone = int64(hot.Size.Bytes)
-		j.recover = true
-	case s0 != nil && j.isNew(0):
+		j.hotzone = end - start
+		j.recover, j.recoverAt = true, start
+		j.next = start
+		if j.backward {
+			j.next = end
+		}
+	case s0 == nil:
+		return fail(fmt.Errorf("%w: no data segment", ErrNotInReencryption))
+	case j.isNew(0) == !j.backward:
+		// Forward, new data from the start: it ends where the old begins.
+		// Backward, old data from the start: it ends where the new begins.
+		j.next = int64(s0.Size.Bytes)
 		if s0.Size.Dynamic {
 			j.next = j.size
-		} else {
-			j.next = int64(s0.Size.Bytes)
 		}
+	case j.backward:
+		j.next = 0 // all new
 	default:
-		j.next = 0
+		j.next = 0 // forward, nothing done yet
 	}
 	return j, nil
 }
@@ -377,6 +392,38 @@ func (j *rekeyJob) isNew(id int) bool {
 // setSegments lays out the segments for progress p (bytes rewritten) and,
 // when hot, the hotzone [p, p+hotzone) being rewritten.
 func (j *rekeyJob) setSegments(p int64, hot bool) {
+	if p >= j.size {
+		j.layout(piece{0, j.size, true, false})
+		return
+	}
+	end := p
+	if hot {
+		end = min(p+j.hotzone, j.size)
+	}
+	j.layout(piece{0, p, true, false}, piece{p, end, true, true}, piece{end, j.size, false, false})
+}
+
+// setSegmentsBackward lays out the segments of a backward run: the data
+// from q on is new and, when hotFrom ≥ 0, [hotFrom, q) is the hotzone.
+func (j *rekeyJob) setSegmentsBackward(q, hotFrom int64) {
+	if hotFrom < 0 {
+		hotFrom = q
+	}
+	j.layout(piece{0, hotFrom, false, false}, piece{hotFrom, q, true, true}, piece{q, j.size, true, false})
+}
+
+// piece is a stretch [from, to) of the data in the old or the new layout,
+// or the hotzone.
+type piece struct {
+	from, to int64
+	new, hot bool
+}
+
+// layout writes the segments for pieces (in order, empty ones skipped)
+// into the header's metadata, then the backups of the old and new
+// layouts, as cryptsetup does: a hotzone has a fixed size, a last piece
+// otherwise is dynamic.
+func (j *rekeyJob) layout(pieces ...piece) {
 	m := j.h.Meta
 	m.Segments = map[int]*header.Segment{}
 	add := func(s header.Segment, logical, size int64, flags ...string) int {
@@ -394,22 +441,20 @@ func (j *rekeyJob) setSegments(p int64, hot bool) {
 		m.Segments[id] = &s
 		return id
 	}
+	pieces = slices.DeleteFunc(pieces, func(p piece) bool { return p.to <= p.from })
 	var oldIDs, newIDs []int
-	switch {
-	case p >= j.size:
-		newIDs = append(newIDs, add(j.newSeg, 0, -1))
-	default:
-		if p > 0 {
-			newIDs = append(newIDs, add(j.newSeg, 0, p))
+	for i, p := range pieces {
+		size := p.to - p.from
+		var flags []string
+		if p.hot {
+			flags = []string{header.FlagInReencryption}
+		} else if i == len(pieces)-1 {
+			size = -1
 		}
-		rest := p
-		if hot {
-			end := min(p+j.hotzone, j.size)
-			newIDs = append(newIDs, add(j.newSeg, p, end-p, header.FlagInReencryption))
-			rest = end
-		}
-		if rest < j.size {
-			oldIDs = append(oldIDs, add(j.oldSeg, rest, -1))
+		if p.new {
+			newIDs = append(newIDs, add(j.newSeg, p.from, size, flags...))
+		} else {
+			oldIDs = append(oldIDs, add(j.oldSeg, p.from, size, flags...))
 		}
 	}
 	oldIDs = append(oldIDs, add(j.oldSeg, 0, -1, header.FlagBackupPrevious))
@@ -426,8 +471,15 @@ func (j *rekeyJob) setSegments(p int64, hot bool) {
 // transforming the next hotzone overlaps writing the current one.
 func (j *rekeyJob) run(ctx context.Context) error {
 	var zones [][2]int64
-	for p := j.next; p < j.size; p = min(p+j.hotzone, j.size) {
-		zones = append(zones, [2]int64{p, min(p+j.hotzone, j.size)})
+	if j.backward {
+		// next is the end of the first hotzone; the old data before it.
+		for q, hz := j.next, j.hotzone; q > 0; q, hz = max(q-hz, 0), j.hotzone {
+			zones = append(zones, [2]int64{max(q-hz, 0), q})
+		}
+	} else {
+		for p := j.next; p < j.size; p = min(p+j.hotzone, j.size) {
+			zones = append(zones, [2]int64{p, min(p+j.hotzone, j.size)})
+		}
 	}
 	nsums := (j.hotzone + j.block - 1) / j.block * sha256.Size
 	err := pipeline(ctx, zones, j.hotzone, nsums, j.prepare, j.commit)
@@ -443,7 +495,7 @@ func (j *rekeyJob) prepare(c *chunk) error {
 	if _, err := j.f.ReadAt(c.b, j.offset+c.start); err != nil {
 		return fmt.Errorf("read data at %d: %w", j.offset+c.start, err)
 	}
-	if j.recover && c.start == j.next {
+	if j.recover && c.start == j.recoverAt {
 		if err := j.recoverHotzone(c.b, c.start); err != nil {
 			return err
 		}
@@ -476,7 +528,11 @@ func (j *rekeyJob) commit(c *chunk) error {
 		if err := writeSync(j.hf, c.sums, int64(j.area.Offset)); err != nil {
 			return fmt.Errorf("write hotzone checksums: %w", err)
 		}
-		j.setSegments(c.start, true)
+		if j.backward {
+			j.setSegmentsBackward(c.end, c.start)
+		} else {
+			j.setSegments(c.start, true)
+		}
 		if err := writeHeader(j.h, j.hf); err != nil {
 			return err
 		}
@@ -484,12 +540,18 @@ func (j *rekeyJob) commit(c *chunk) error {
 	if err := writeSync(j.f, c.b, j.offset+c.start); err != nil {
 		return fmt.Errorf("write data at %d: %w", j.offset+c.start, err)
 	}
-	j.setSegments(c.end, false)
+	done := c.end
+	if j.backward {
+		j.setSegmentsBackward(c.start, -1)
+		done = j.size - c.start
+	} else {
+		j.setSegments(c.end, false)
+	}
 	if err := writeHeader(j.h, j.hf); err != nil {
 		return err
 	}
 	if j.progress != nil {
-		j.progress(Progress{DoneBytes: c.end, TotalBytes: j.size})
+		j.progress(Progress{DoneBytes: done, TotalBytes: j.size})
 	}
 	return nil
 }
