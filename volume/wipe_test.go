@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/xts"
 
 	"github.com/volcrypt/volcrypt/header"
+	"github.com/volcrypt/volcrypt/internal/secret"
 )
 
 // patternImage is an image of size bytes filled with 0xa5, so that what a
@@ -22,6 +23,23 @@ func patternImage(t *testing.T, size int64) string {
 	p := filepath.Join(t.TempDir(), "disk.img")
 	require.NoError(t, os.WriteFile(p, bytes.Repeat([]byte{0xa5}, int(size)), 0o600))
 	return p
+}
+
+// formattedForWipe formats a pattern image of size bytes with passphrase
+// "pw" and returns the volume, its key and the data offset.
+func formattedForWipe(t *testing.T, size int64, o FormatOptions) (*Volume, *secret.Buffer, int64) {
+	t.Helper()
+	img := patternImage(t, size)
+	o.KDF, o.Force = cheapKDF, true
+	v, err := Format(context.Background(), img, []byte("pw"), o)
+	require.NoError(t, err)
+	t.Cleanup(func() { v.Close() })
+	key, _, err := v.Unlock([]byte("pw"), UnlockOptions{Keyslot: -1})
+	require.NoError(t, err)
+	t.Cleanup(key.Wipe)
+	seg, err := v.Header.DataSegment()
+	require.NoError(t, err)
+	return v, key, int64(seg.Offset)
 }
 
 // cryptsetupVolumeKey returns the volume key as cryptsetup reads it.
@@ -65,16 +83,9 @@ func TestWipe(t *testing.T) {
 		{"xts256-sector512", 256, 512},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			img := patternImage(t, 26<<20)
-			v, err := Format(context.Background(), img, []byte("pw"), FormatOptions{KDF: cheapKDF, Force: true, KeySizeBits: tc.keyBits, SectorSize: tc.sectorSize})
-			require.NoError(t, err)
-			defer v.Close()
-			key, _, err := v.Unlock([]byte("pw"), UnlockOptions{Keyslot: -1})
-			require.NoError(t, err)
-			defer key.Wipe()
-			seg, err := v.Header.DataSegment()
-			require.NoError(t, err)
-			size := int64(26<<20) - int64(seg.Offset)
+			v, key, offset := formattedForWipe(t, 26<<20, FormatOptions{KeySizeBits: tc.keyBits, SectorSize: tc.sectorSize})
+			img := v.Path
+			size := int64(26<<20) - offset
 
 			var reports []Progress
 			require.NoError(t, v.Wipe(context.Background(), key, func(p Progress) { reports = append(reports, p) }))
@@ -82,7 +93,7 @@ func TestWipe(t *testing.T) {
 
 			raw, err := os.ReadFile(img)
 			require.NoError(t, err)
-			ct := raw[seg.Offset:]
+			ct := raw[offset:]
 			require.False(t, bytes.Contains(ct, bytes.Repeat([]byte{0xa5}, 16)), "old data left in the segment")
 			require.False(t, bytes.Contains(ct, make([]byte, 64)), "plaintext zeros on disk")
 
@@ -101,18 +112,10 @@ func TestWipe(t *testing.T) {
 }
 
 func TestWipeCancelled(t *testing.T) {
-	img := patternImage(t, 28<<20)
-	v, err := Format(context.Background(), img, []byte("pw"), FormatOptions{KDF: cheapKDF, Force: true})
-	require.NoError(t, err)
-	defer v.Close()
-	key, _, err := v.Unlock([]byte("pw"), UnlockOptions{Keyslot: -1})
-	require.NoError(t, err)
-	defer key.Wipe()
-	seg, err := v.Header.DataSegment()
-	require.NoError(t, err)
-
+	v, key, offset := formattedForWipe(t, 28<<20, FormatOptions{})
+	img := v.Path
 	ctx, cancel := context.WithCancel(context.Background())
-	err = v.Wipe(ctx, key, func(p Progress) {
+	err := v.Wipe(ctx, key, func(p Progress) {
 		if p.DoneBytes > 0 {
 			cancel()
 		}
@@ -124,7 +127,7 @@ func TestWipeCancelled(t *testing.T) {
 	// volume still unlocks.
 	raw, err := os.ReadFile(img)
 	require.NoError(t, err)
-	ct := raw[seg.Offset:]
+	ct := raw[offset:]
 	require.Equal(t, make([]byte, 4<<20), decryptXTS(t, cryptsetupVolumeKey(t, img, "pw"), ct[:4<<20], 4096))
 	require.Equal(t, bytes.Repeat([]byte{0xa5}, 8<<20), ct[4<<20:])
 	v2, err := Load(img, LoadOptions{})
