@@ -82,8 +82,12 @@ For each volume the key comes from, in order:
 1. the volume's TPM2 enrollments (systemd-tpm2 tokens), when a TPM is present or tpm2-device= is
    set; tpm2-pin asks for the PIN;
 2. the line's key file (keyfile-offset=, keyfile-size=, key-slot=);
-3. a prompt for a passphrase or the recovery password (tries=, default 3): on the terminal, through
-   systemd-ask-password under systemd, or a line of standard input. headless never prompts.
+3. a prompt for a passphrase or the recovery password (tries=, default 3): through
+   systemd-ask-password when run by a systemd unit, or under systemd without a terminal (query Id
+   cryptsetup:DEVICE, so plymouth, the console agent or clevis answer; on the first try the
+   passphrases cached in the kernel keyring under "cryptsetup" are tried without asking); else on the
+   terminal or as a line of standard input, which always wins when it is a pipe or a file. headless
+   never prompts.
 
 Options acted on: discard, read-only/readonly, same-cpu-crypt, submit-from-crypt-cpus,
 no-read-workqueue, no-write-workqueue, header=, nofail (a failure is reported but does not fail the
