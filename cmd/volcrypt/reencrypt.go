@@ -176,7 +176,7 @@ with the same FILE, to finish.`,
 			if a.json {
 				return a.printJSON(map[string]any{"device": device, "decrypted": true})
 			}
-			if detached {
+			if detached && !pj {
 				fmt.Fprintf(a.stderr, "%s is plain now; the header file %s holds no key any more and can be deleted.\n", device, hdr)
 			}
 			return nil
