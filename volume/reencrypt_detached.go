@@ -82,8 +82,11 @@ func startDetachedEncrypt(ctx context.Context, f, hf *os.File, passphrase []byte
 		if err != nil {
 			return nil, fmt.Errorf("probe %s: %w", d.Name(), err)
 		}
-		if sig == "LUKS" || sig == "LUKS2 secondary header" || (d == hf && sig != "") {
-			return nil, fmt.Errorf("%s holds a %s: %w", d.Name(), sig, ErrHasSignature)
+		switch {
+		case d == hf && sig != "":
+			return nil, fmt.Errorf("%w: header file %s holds a %s; name a new file", kdf.ErrInvalidParams, d.Name(), sig)
+		case sig == "LUKS" || sig == "LUKS2 secondary header":
+			return nil, fmt.Errorf("%s is a LUKS volume already: %w", d.Name(), ErrNotInReencryption)
 		}
 	}
 	sector := o.SectorSize
