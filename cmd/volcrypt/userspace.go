@@ -35,6 +35,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/volcrypt/volcrypt/crypt"
 	"github.com/volcrypt/volcrypt/internal/secret"
 	"github.com/volcrypt/volcrypt/userspace"
 	"github.com/volcrypt/volcrypt/volume"
@@ -331,17 +332,23 @@ func serveUserspace(in, out *os.File) error {
 
 	keyLen := key.Len()
 	pt, err := v.Plaintext(key)
-	key.Wipe()
 	if err != nil {
+		key.Wipe()
 		return err
 	}
 	defer pt.Close()
+	// Without the mapping (no address space for it), reads go through the
+	// engine, only slower.
+	ct := mapCiphertext(v, syncFile, key, pt.Size())
+	key.Wipe()
+	defer ct.Close()
 	state, err := newUserspaceStatus(v, cfg, pt.Size(), keyLen, st)
 	if err != nil {
 		return err
 	}
 	m, err := userspace.Serve(cfg.Mountpoint, pt, userspace.Options{
 		Name: userspaceFile, ReadOnly: cfg.ReadOnly, Sync: syncFile.Sync, Source: cfg.Device,
+		Ciphertext: ct.mapped(),
 	})
 	if err != nil {
 		return err
@@ -369,6 +376,52 @@ func serveUserspace(in, out *os.File) error {
 			}
 		}
 	}
+}
+
+// mappedCiphertext is the data segment mapped for the server, with its own
+// copy of the engine's cipher; Close unmaps it and wipes the key. A nil
+// *mappedCiphertext maps nothing.
+type mappedCiphertext struct {
+	ct *userspace.Ciphertext
+	c  *crypt.Cipher
+}
+
+// mapCiphertext maps the data segment of v, size plaintext bytes, from data
+// (the data device, open for reading), so that the server decrypts reads
+// straight from the device's page cache; nil if it cannot.
+func mapCiphertext(v *volume.Volume, data *os.File, key *secret.Buffer, size int64) *mappedCiphertext {
+	seg, err := v.Header.DataSegment()
+	if err != nil || seg.IVTweak == nil {
+		return nil
+	}
+	c, err := crypt.New(seg.Encryption, key.Bytes(), seg.SectorSize)
+	if err != nil {
+		return nil
+	}
+	ct, err := userspace.MapCiphertext(data, int64(seg.Offset), size, c, uint64(*seg.IVTweak))
+	if err != nil {
+		c.Wipe()
+		return nil
+	}
+	return &mappedCiphertext{ct: ct, c: c}
+}
+
+// mapped is the mapping for userspace.Options, or nil.
+func (m *mappedCiphertext) mapped() *userspace.Ciphertext {
+	if m == nil {
+		return nil
+	}
+	return m.ct
+}
+
+// Close unmaps the ciphertext and wipes the cipher; only after the mount
+// has stopped.
+func (m *mappedCiphertext) Close() {
+	if m == nil {
+		return
+	}
+	_ = m.ct.Close()
+	m.c.Wipe()
 }
 
 func newUserspaceStatus(v *volume.Volume, cfg serverConfig, size int64, keyLen int, st os.FileInfo) (*userspaceStatus, error) {
