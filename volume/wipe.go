@@ -40,6 +40,9 @@ func (v *Volume) Wipe(ctx context.Context, key *secret.Buffer, progress func(Pro
 	}
 	for done < size {
 		if err := ctx.Err(); err != nil {
+			if cause := context.Cause(ctx); cause != nil && cause != err {
+				err = fmt.Errorf("%w (%w)", err, cause) // such as the signal that stopped it
+			}
 			return v.wipeStopped(done, size, err)
 		}
 		n := min(int64(len(zeros)), size-done)

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -90,5 +92,36 @@ func TestFormatWipe(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, bytes.Contains(raw[16<<20:], bytes.Repeat([]byte{0xa5}, 16)), "old bytes left in the data area")
 	// That the area decrypts to zeros is TestWipe's (volume) business.
+	mustRun(t, "", "open", "--test", "--key-file", kf, img)
+}
+
+// TestFormatWipeInterrupted: SIGINT stops the wipe; the volume opens.
+func TestFormatWipeInterrupted(t *testing.T) {
+	img := image(t, 528<<20)
+	kf := keyFile(t, "wiped")
+	cmd := exec.Command(binary, append(append([]string{"format", "-q", "--key-file", kf, "--wipe", "--progress-json"}, cheap...), img)...)
+	cmd.Env = append(os.Environ(), "VOLCRYPT_TEST_AS_CLI=1")
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	sc := bufio.NewScanner(stderr)
+	var rest strings.Builder
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), `"event":"start","task":"wipe"`) {
+			require.NoError(t, cmd.Process.Signal(os.Interrupt))
+			break
+		}
+	}
+	for sc.Scan() {
+		rest.WriteString(sc.Text() + "\n")
+	}
+	err = cmd.Wait()
+	require.Error(t, err, "interrupted: %s", rest.String())
+	ls := progressLines(t, rest.String())
+	require.Equal(t, "failed", ls[len(ls)-1].Event, rest.String())
+	require.Less(t, ls[len(ls)-1].Done, int64(512<<20))
+	require.Contains(t, rest.String(), "wipe stopped after ")
+	require.Contains(t, rest.String(), "interrupt", "the cause is named")
+	require.Contains(t, rest.String(), "the volume is formatted and opens")
 	mustRun(t, "", "open", "--test", "--key-file", kf, img)
 }
