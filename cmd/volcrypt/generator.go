@@ -16,10 +16,10 @@ import (
 	"github.com/volcrypt/volcrypt/crypttab"
 )
 
-// DefaultUnitsTable is the table the systemd generator reads. It is not
+// defaultUnitsTable is the table the systemd generator reads. It is not
 // /etc/crypttab: systemd-cryptsetup-generator owns that file, and two
 // services opening one volume would race.
-const DefaultUnitsTable = "/etc/volcrypt/crypttab"
+const defaultUnitsTable = "/etc/volcrypt/crypttab"
 
 // generatorOptions are generate-units' flags.
 type generatorOptions struct {
@@ -65,7 +65,7 @@ A missing table writes nothing; a malformed one writes nothing and fails.`,
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&o.table, "crypttab", DefaultUnitsTable, "the table to read")
+	fs.StringVar(&o.table, "crypttab", defaultUnitsTable, "the table to read")
 	fs.BoolVar(&o.initrd, "initrd", inInitrd(), "generate for the initramfs: only x-initrd.attach lines (default: whether /etc/initrd-release exists)")
 	fs.StringVar(&o.exe, "volcrypt", "", "volcrypt's path in the units (default: this program)")
 	return cmd
