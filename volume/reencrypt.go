@@ -76,14 +76,23 @@ func Encrypt(ctx context.Context, path string, passphrase []byte, o EncryptOptio
 	if err != nil {
 		return nil, err
 	}
-	defer job.close()
 	job.progress = o.Progress
-	if err := job.run(ctx); err != nil {
+	return runToEnd(ctx, job, f, l, path, LoadOptions{Logger: o.Logger})
+}
+
+// runToEnd runs an in-place job to its end, releases the device and its
+// lock, and loads the result.
+func runToEnd(ctx context.Context, j interface {
+	run(context.Context) error
+	close()
+}, f *os.File, l *lock.Lock, path string, lo LoadOptions) (*Volume, error) {
+	defer j.close()
+	if err := j.run(ctx); err != nil {
 		return nil, err
 	}
 	l.Unlock()
 	f.Close()
-	return Load(path, LoadOptions{Logger: o.Logger})
+	return Load(path, lo)
 }
 
 // openLocked opens a device or image for an in-place operation and takes

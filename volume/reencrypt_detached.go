@@ -63,14 +63,8 @@ func encryptDetached(ctx context.Context, path string, passphrase []byte, o Encr
 	if err != nil {
 		return nil, err
 	}
-	defer j.close()
 	j.progress = o.Progress
-	if err := j.run(ctx); err != nil {
-		return nil, err
-	}
-	l.Unlock()
-	f.Close()
-	return Load(path, LoadOptions{HeaderFile: o.HeaderFile, Logger: o.Logger})
+	return runToEnd(ctx, j, f, l, path, LoadOptions{HeaderFile: o.HeaderFile, Logger: o.Logger})
 }
 
 // startDetachedEncrypt writes a new header with the encryption's metadata

@@ -78,14 +78,8 @@ func Reencrypt(ctx context.Context, path string, passphrase []byte, o ReencryptO
 	if err != nil {
 		return nil, err
 	}
-	defer j.close()
 	j.progress = o.Progress
-	if err := j.run(ctx); err != nil {
-		return nil, err
-	}
-	l.Unlock()
-	f.Close()
-	return Load(path, LoadOptions{HeaderFile: o.HeaderFile})
+	return runToEnd(ctx, j, f, l, path, LoadOptions{HeaderFile: o.HeaderFile})
 }
 
 // openHeaderFile opens a detached header for writing, or returns f when
