@@ -462,3 +462,45 @@ func sh(t *testing.T, script string, args ...string) string {
 	require.NoError(t, err, "%s: %s", script, b)
 	return strings.TrimSpace(string(b))
 }
+
+// TestInitramfsHook runs the initramfs-tools hook the way mkinitramfs
+// does: a crypttab without x-initrd.attach lines adds nothing, and one with
+// them but no volcrypt binary fails the build (an initramfs that cannot
+// open root must not replace a working one).
+func TestInitramfsHook(t *testing.T) {
+	const hookFunctions = "/usr/share/initramfs-tools/hook-functions"
+	if _, err := os.Stat(hookFunctions); err != nil {
+		t.Skip("initramfs-tools-core is not installed (scripts/deps installs it)")
+	}
+	hook, err := filepath.Abs(filepath.Join("initramfs-tools", "hooks", "volcrypt"))
+	require.NoError(t, err)
+	tests := []struct {
+		name, table string
+		wantErr     string
+	}{
+		{name: "no initramfs lines", table: "# boot later\ndata /dev/sdb1 /etc/keys/data.key nofail\n"},
+		{name: "binary missing", table: "root UUID=1234 none tpm2-device=auto,x-initrd.attach\n",
+			wantErr: "E: volcrypt: /nonexistent/volcrypt not found"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			table, dest := filepath.Join(dir, "crypttab"), filepath.Join(dir, "initramfs")
+			require.NoError(t, os.WriteFile(table, []byte(tc.table), 0o600))
+			require.NoError(t, os.Mkdir(dest, 0o755))
+			cmd := exec.Command("sh", hook)
+			cmd.Env = append(os.Environ(), "DESTDIR="+dest, "version=none", "verbose=n",
+				"VOLCRYPT_CRYPTTAB="+table, "VOLCRYPT_BIN=/nonexistent/volcrypt")
+			out, err := cmd.CombinedOutput()
+			if tc.wantErr != "" {
+				require.Error(t, err)
+				require.Contains(t, string(out), tc.wantErr)
+				return
+			}
+			require.NoError(t, err, "%s", out)
+			entries, err := os.ReadDir(dest)
+			require.NoError(t, err)
+			require.Empty(t, entries, "nothing added to the initramfs")
+		})
+	}
+}
