@@ -318,31 +318,31 @@ func (j *unshiftJob) setSegments(a int64) {
 // encryption (the copy of the last shift bytes at the end of the device)
 // and removes the header file.
 func (j *unshiftJob) run(ctx context.Context) error {
-	buf := make([]byte, j.shift)
-	defer secret.Wipe(buf)
-	for a := j.next; a < j.size; {
-		if err := ctx.Err(); err != nil {
-			return err
+	// Reading and decrypting the next hotzone overlaps writing the current
+	// one: its source [a+2·shift, …) is never what the current hotzone's
+	// write [a, a+shift) touches.
+	var zones [][2]int64
+	for a := j.next; a < j.size; a = min(a+j.shift, j.size) {
+		zones = append(zones, [2]int64{a, min(a+j.shift, j.size)})
+	}
+	prepare := func(c *chunk) error {
+		if _, err := j.f.ReadAt(c.b, c.start+j.shift); err != nil {
+			return fmt.Errorf("read encrypted data at %d: %w", c.start+j.shift, err)
 		}
-		end := min(a+j.shift, j.size)
-		b := buf[:end-a]
-		if _, err := j.f.ReadAt(b, a+j.shift); err != nil {
-			return fmt.Errorf("read encrypted data at %d: %w", a+j.shift, err)
-		}
-		if err := j.c.Decrypt(b, b, uint64(a/512)); err != nil {
-			return err
-		}
-		if err := writeSync(j.f, b, a); err != nil {
-			return fmt.Errorf("write plain data at %d: %w", a, err)
+		return j.c.Decrypt(c.b, c.b, uint64(c.start/512))
+	}
+	commit := func(c *chunk) error {
+		if err := writeSync(j.f, c.b, c.start); err != nil {
+			return fmt.Errorf("write plain data at %d: %w", c.start, err)
 		}
 		if j.progress != nil {
-			j.progress(Progress{DoneBytes: end, TotalBytes: j.size})
+			j.progress(Progress{DoneBytes: c.end, TotalBytes: j.size})
 		}
-		a = end
-		j.setSegments(a)
-		if err := writeHeader(j.h, j.hf); err != nil {
-			return err
-		}
+		j.setSegments(c.end)
+		return writeHeader(j.h, j.hf)
+	}
+	if err := pipeline(ctx, zones, j.shift, 0, prepare, commit); err != nil {
+		return err
 	}
 	if err := zeroRange(j.f, j.size, j.size+j.shift); err != nil {
 		return fmt.Errorf("wipe the encrypted leftovers: %w", err)

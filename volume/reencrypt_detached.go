@@ -181,7 +181,9 @@ func decryptDetached(ctx context.Context, f *os.File, hfPath string, passphrase 
 		j, err = resumeRekeyJob(f, hf, h, passphrase)
 	default:
 		if seg, err := h.DataSegment(); err == nil && seg.Type == header.SegmentLinear && len(h.Meta.Keyslots) == 0 {
-			return true, nil // decrypted already
+			// Decrypted already; wipe the key-slot area again in case the
+			// run that finished was killed before it did.
+			return true, zeroRange(hf, 2*h.Size, h.KeyslotsEnd())
 		}
 		j, err = startDetachedDecrypt(f, hf, h, passphrase)
 	}
