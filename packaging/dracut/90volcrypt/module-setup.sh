@@ -1,5 +1,5 @@
 #!/bin/bash
-# dracut module: volcrypt opens the x-initrd.attach lines of /etc/crypttab before root is mounted
+# dracut module: volcrypt opens the x-initrd.attach lines of /etc/crypttab while dracut waits for root
 # (TPM first, then a prompt), like the initramfs-tools hook. Install into
 # /usr/lib/dracut/modules.d/90volcrypt and add add_dracutmodules+=" volcrypt " to dracut.conf.
 check() {
@@ -12,7 +12,7 @@ depends() {
 }
 
 installkernel() {
-	hostonly='' instmods dm_crypt tpm_tis tpm_crb
+	hostonly='' instmods dm_crypt tpm_tis tpm_crb xts essiv cbc
 }
 
 install() {
@@ -21,5 +21,6 @@ install() {
 		mkdir -p "$initdir/etc/volcrypt"
 		grep -v '^[[:space:]]*#' /etc/crypttab | awk '$4 ~ /(^|,)x-initrd\.attach(,|$)/' >"$initdir/etc/volcrypt/crypttab"
 	fi
-	inst_hook pre-mount 10 "$moddir/volcrypt-attach.sh"
+	# While dracut waits for root (initqueue), not after (pre-mount): root may be one of these volumes.
+	inst_hook initqueue/settled 50 "$moddir/volcrypt-attach.sh"
 }
