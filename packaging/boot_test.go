@@ -170,6 +170,11 @@ func TestBootInitramfs(t *testing.T) {
 	harness := exec.Command(vmtest, "--tpm-state", tpmState, "--disk", diskA, "--timeout", "300",
 		"--", "sh", "-c", harnessScript, "sh", bin, key)
 	out, err = harness.CombinedOutput()
+	if err != nil && firmwareDisabledTPM(string(out)) {
+		t.Logf("harness VM: the emulated firmware disabled the TPM (its TPM setup timed out on a busy host): again\n%s", out)
+		harness = exec.Command(harness.Path, harness.Args[1:]...)
+		out, err = harness.CombinedOutput()
+	}
 	require.NoError(t, err, "harness VM: %s", out)
 	require.Contains(t, string(out), "harness-ok")
 	t.Logf("harness VM (enroll disk A): %.1f s", time.Since(t0).Seconds())
@@ -213,11 +218,17 @@ func TestBootInitramfs(t *testing.T) {
 	boot := func(o bootOptions) string {
 		t.Helper()
 		o.initrd, o.tpmState = initrd, tpmState
-		t0 := time.Now()
-		console, err := bootVM(vmtest, o)
-		t.Logf("boot with %s: %.1f s; console:\n%s", filepath.Base(o.disk), time.Since(t0).Seconds(), console)
-		require.NoError(t, err)
-		return console
+		for try := 1; ; try++ {
+			t0 := time.Now()
+			console, err := bootVM(vmtest, o)
+			t.Logf("boot with %s: %.1f s; console:\n%s", filepath.Base(o.disk), time.Since(t0).Seconds(), console)
+			if try == 1 && firmwareDisabledTPM(console) {
+				t.Log("the emulated firmware disabled the TPM (its TPM setup timed out on a busy host): booting again")
+				continue
+			}
+			require.NoError(t, err)
+			return console
+		}
 	}
 
 	// The boot chain the TPM key was sealed to: no prompt.
@@ -237,6 +248,7 @@ func TestBootInitramfs(t *testing.T) {
 	c = boot(bootOptions{disk: diskB, late: true, answer: rec.Password})
 	require.Contains(t, c, waitingMessage+dump.UUID+")")
 	require.Contains(t, c, "root: TPM2 unlock failed: ")
+	require.Contains(t, c, "PCRs 7 (sha256) changed since enrollment")
 	require.Contains(t, c, "asking for the recovery password or a passphrase")
 	require.Contains(t, c, passwordPrompt)
 	require.Contains(t, c, "root: /dev/vda attached as /dev/mapper/root with passphrase")
@@ -293,7 +305,7 @@ func bootVM(vmtest string, o bootOptions) (string, error) {
 		return string(console), err
 	}
 	var console []byte
-	plugged, typed := !o.late, o.answer == ""
+	plugged, typed := !o.late, false
 	buf := make([]byte, 4096)
 	for {
 		n, rerr := stdout.Read(buf)
@@ -305,6 +317,10 @@ func bootVM(vmtest string, o bootOptions) (string, error) {
 			}
 		}
 		if !typed && bytes.Contains(console, []byte(passwordPrompt)) {
+			if o.answer == "" {
+				// No one would ever answer: fail now, not at the timeout.
+				return fail(console, errors.New("unexpected password prompt"))
+			}
 			typed = true
 			// Give the prompt time to turn echo off: a real user types
 			// long after it appears.
@@ -440,6 +456,14 @@ func withSwtpm(t *testing.T, dir string, fn func(device string)) {
 	}
 	fn(fmt.Sprintf("swtpm:host=127.0.0.1,port=%d", port))
 	stop()
+}
+
+// firmwareDisabledTPM reports whether volcrypt found the TPM's storage
+// hierarchy disabled: SeaBIOS does that when its TPM setup fails, which
+// happens under emulation on a busy host when the TPM answers too late.
+// The boot is not the one under test then; it is tried once more.
+func firmwareDisabledTPM(console string) bool {
+	return strings.Contains(console, "TPM_RC_HIERARCHY")
 }
 
 // staticELF reports whether the ELF file at path has no program
