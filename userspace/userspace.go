@@ -10,7 +10,10 @@
 // server), and fsync or close after a write calls Options.Sync, so data
 // reaches the disk. All I/O is direct (FOPEN_DIRECT_IO): the kernel keeps
 // no second page cache of the plaintext under the one of whatever file
-// system sits on top, and shared mmap of the file is not supported.
+// system sits on top. Shared mmap of the file works on Linux 6.6 and later
+// (FUSE_DIRECT_IO_ALLOW_MMAP; earlier kernels refuse it with ENODEV): only
+// mapped pages are cached, writes to them reach the server on writeback,
+// and msync(MS_SYNC) calls Options.Sync like fsync.
 //
 // Speed: requests are up to 1 MiB; asynchronous direct I/O (a loop device
 // with --direct-io) is served in parallel; reads of whole sectors are
@@ -139,7 +142,10 @@ func Serve(dir string, dev Device, o Options) (*Mount, error) {
 			// Asynchronous direct I/O (a loop device's with
 			// --direct-io) stays asynchronous: its requests are
 			// sent together and served in parallel.
-			ExtraCapabilities: fuse.CAP_ASYNC_DIO,
+			// Shared mmap despite direct I/O (Linux 6.6 on): the
+			// mapping's pages are cached, written back as
+			// requests, and msync reaches Fsync.
+			ExtraCapabilities: fuse.CAP_ASYNC_DIO | fuse.CAP_DIRECT_IO_ALLOW_MMAP,
 			DisableXAttrs:     true,
 			Logger:            quiet,
 		},

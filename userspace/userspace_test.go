@@ -1,8 +1,11 @@
 package userspace_test
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +20,7 @@ import (
 	"unsafe"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/volcrypt/volcrypt/crypt"
 	"github.com/volcrypt/volcrypt/userspace"
@@ -296,6 +300,110 @@ func TestServeSync(t *testing.T) {
 		require.NoError(t, err)
 		require.ErrorIs(t, f.Sync(), syscall.EIO)
 	})
+}
+
+// TestServeSharedMmap: the file maps MAP_SHARED for reading and writing;
+// msync makes mapped writes durable (Sync runs) and the engine sees them; a
+// write through a descriptor shows in a mapping made before it. The mapping
+// lives in a child process (TestMmapHelper): a page fault on a FUSE mapping
+// served by the faulting Go process itself can deadlock with the garbage
+// collector, which waits for the faulting thread while the server waits
+// for the collector.
+func TestServeSharedMmap(t *testing.T) {
+	needFUSE(t)
+	const size = 1 << 20
+	e := newEngine(t, size)
+	want := make([]byte, size)
+	fill(want, 5)
+	_, err := e.WriteAt(want, 0)
+	require.NoError(t, err)
+	m := serve(t, e, userspace.Options{Sync: e.sync, Ciphertext: e.mapped(t)})
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestMmapHelper$")
+	cmd.Env = append(os.Environ(), mmapHelperEnv+"="+m.Path)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	pipe, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	defer cmd.Process.Kill()
+	out := bufio.NewScanner(pipe)
+	line := func() string {
+		require.True(t, out.Scan(), "the helper ended early: %v", out.Err())
+		return out.Text()
+	}
+
+	first := line()
+	if first == "ENODEV" && !kernelAtLeast(6, 6) {
+		t.Skip("the kernel refuses shared mmap with FUSE direct I/O (before Linux 6.6)")
+	}
+	sum := sha256.Sum256(want)
+	require.Equal(t, hex.EncodeToString(sum[:]), first, "read through the mapping")
+
+	f, err := os.OpenFile(m.Path, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	_, err = f.WriteAt([]byte("written through a descriptor"), 65536)
+	require.NoError(t, err)
+	before := e.syncs.Load()
+	_, err = in.Write([]byte("go\n"))
+	require.NoError(t, err)
+	require.Equal(t, "written through a descriptor", line())
+	require.Equal(t, "synced", line())
+	require.Greater(t, e.syncs.Load(), before, "msync reaches Sync")
+	got := make([]byte, 27)
+	_, err = e.ReadAt(got, 8192)
+	require.NoError(t, err)
+	require.Equal(t, "written through the mapping", string(got))
+	require.NoError(t, cmd.Wait())
+}
+
+// mmapHelperEnv names the file TestMmapHelper maps.
+const mmapHelperEnv = "VOLCRYPT_TEST_MMAP_FILE"
+
+// TestMmapHelper is TestServeSharedMmap's child: it maps the file, prints
+// the hash of its contents (or ENODEV), waits for a line on stdin, prints
+// the 28 bytes at 65536, writes at 8192, msyncs and prints "synced".
+func TestMmapHelper(t *testing.T) {
+	path := os.Getenv(mmapHelperEnv)
+	if path == "" {
+		t.Skip("run by TestServeSharedMmap")
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	st, err := f.Stat()
+	require.NoError(t, err)
+	mem, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if errors.Is(err, syscall.ENODEV) {
+		fmt.Println("ENODEV")
+		return
+	}
+	require.NoError(t, err)
+	defer unix.Munmap(mem)
+	sum := sha256.Sum256(mem)
+	fmt.Println(hex.EncodeToString(sum[:]))
+	_, err = bufio.NewReader(os.Stdin).ReadString('\n')
+	require.NoError(t, err)
+	fmt.Println(string(mem[65536 : 65536+28]))
+	copy(mem[8192:], "written through the mapping")
+	require.NoError(t, unix.Msync(mem, unix.MS_SYNC))
+	fmt.Println("synced")
+}
+
+// kernelAtLeast reports whether the running kernel is version major.minor
+// or later.
+func kernelAtLeast(major, minor int) bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return false
+	}
+	var ma, mi int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi); err != nil {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
 }
 
 func TestServeReadOnly(t *testing.T) {
