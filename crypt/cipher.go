@@ -235,22 +235,35 @@ func (c *Cipher) crypt(dst, src []byte, iv uint64, decrypt bool) {
 	c.cryptWorkers(dst, src, iv, decrypt, runtime.GOMAXPROCS(0))
 }
 
+// parallelChunk is how much of a large call a worker takes at a time. The
+// caller's goroutine starts on the work at once while the others wake up,
+// which can take a good part of a millisecond on a virtual machine, so the
+// work is shared out in chunks as the workers come rather than in equal
+// parts up front. It is a multiple of every sector size.
+const parallelChunk = 64 << 10
+
 // cryptWorkers is crypt on at most workers goroutines.
 func (c *Cipher) cryptWorkers(dst, src []byte, iv uint64, decrypt bool, workers int) {
 	if workers < 2 || len(src) < parallelMin || c.engine == engineNull {
 		c.cryptSerial(dst, src, iv, decrypt)
 		return
 	}
-	sectors := len(src) / c.sectorSize
-	per := (sectors + workers - 1) / workers * c.sectorSize
-	var wg sync.WaitGroup
-	for off := per; off < len(src); off += per {
-		end := min(off+per, len(src))
-		wg.Go(func() {
+	var next atomic.Int64
+	run := func() {
+		for {
+			off := int(next.Add(parallelChunk)) - parallelChunk
+			if off >= len(src) {
+				return
+			}
+			end := min(off+parallelChunk, len(src))
 			c.cryptSerial(dst[off:end], src[off:end], iv+uint64(off/ivSectorBytes), decrypt)
-		})
+		}
 	}
-	c.cryptSerial(dst[:per], src[:per], iv, decrypt)
+	var wg sync.WaitGroup
+	for range min(workers, len(src)/parallelChunk) - 1 {
+		wg.Go(run)
+	}
+	run()
 	wg.Wait()
 }
 

@@ -482,6 +482,28 @@ func TestLargeCalls(t *testing.T) {
 	}
 }
 
+// TestWorkersSplit checks that spreading a call over any number of workers
+// (fewer, as many as and more than its chunks) gives the serial result.
+func TestWorkersSplit(t *testing.T) {
+	for _, ss := range []int{512, 4096} {
+		c, err := New("aes-xts-plain64", randBytes(t, 64), ss)
+		require.NoError(t, err)
+		size := 5*parallelChunk + 3*ss
+		plain := randBytes(t, size)
+		want := make([]byte, size)
+		c.cryptSerial(want, plain, 12345, false)
+		for _, workers := range []int{2, 3, 6, 7, 64} {
+			t.Run(fmt.Sprintf("sector%d/workers%d", ss, workers), func(t *testing.T) {
+				got := make([]byte, size)
+				c.cryptWorkers(got, plain, 12345, false, workers)
+				require.Equal(t, want, got)
+				c.cryptWorkers(got, got, 12345, true, workers)
+				require.Equal(t, plain, got)
+			})
+		}
+	}
+}
+
 // TestScratchIsCleared checks no tweak or IV survives a call in the pool.
 func TestScratchIsCleared(t *testing.T) {
 	for _, spec := range []string{"aes-xts-plain64", "aes-cbc-essiv:sha256"} {
