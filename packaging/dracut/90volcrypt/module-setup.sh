@@ -1,5 +1,6 @@
 #!/bin/bash
-# dracut module: volcrypt opens the x-initrd.attach lines of /etc/crypttab while dracut waits for root
+# dracut module: volcrypt opens the x-initrd.attach lines of /etc/volcrypt/crypttab (or, when that
+# does not exist, /etc/crypttab) while dracut waits for root
 # (TPM first, then a prompt), like the initramfs-tools hook. Install into
 # /usr/lib/dracut/modules.d/90volcrypt and add add_dracutmodules+=" volcrypt " to dracut.conf.
 check() {
@@ -17,9 +18,11 @@ installkernel() {
 
 install() {
 	inst_binary volcrypt /usr/sbin/volcrypt
-	if [ -r /etc/crypttab ]; then
+	local table=/etc/volcrypt/crypttab
+	[ -e "$table" ] || table=/etc/crypttab
+	if [ -r "$table" ]; then
 		mkdir -p "$initdir/etc/volcrypt"
-		grep -v '^[[:space:]]*#' /etc/crypttab | awk '$4 ~ /(^|,)x-initrd\.attach(,|$)/' >"$initdir/etc/volcrypt/crypttab"
+		grep -v '^[[:space:]]*#' "$table" | awk '$4 ~ /(^|,)x-initrd\.attach(,|$)/' >"$initdir/etc/volcrypt/crypttab"
 	fi
 	# While dracut waits for root (initqueue), not after (pre-mount): root may be one of these volumes.
 	inst_hook initqueue/settled 50 "$moddir/volcrypt-attach.sh"
