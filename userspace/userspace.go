@@ -101,8 +101,10 @@ type Mount struct {
 }
 
 // Serve mounts a file system holding one file, Name, whose contents are dev,
-// at dir, and serves it until unmounted. It mounts directly with mount(2)
-// (needs root or CAP_SYS_ADMIN; no fusermount).
+// at dir, and serves it until unmounted. It mounts with mount(2) if it may
+// (root, or CAP_SYS_ADMIN), else through fusermount3, the setuid helper
+// with which a user mounts FUSE on a directory the user may write (always
+// nosuid and nodev; fusermount3 reports its own failures on stderr).
 func Serve(dir string, dev Device, o Options) (*Mount, error) {
 	if o.Name == "" {
 		o.Name = DefaultName
@@ -125,6 +127,10 @@ func Serve(dir string, dev Device, o Options) (*Mount, error) {
 	if o.ReadOnly {
 		flags |= unix.MS_RDONLY
 	}
+	var extra []string
+	if o.ReadOnly {
+		extra = append(extra, "ro") // for fusermount3; mount(2) has MS_RDONLY
+	}
 	server, err := fs.Mount(dir, root, &fs.Options{
 		EntryTimeout: &timeout,
 		AttrTimeout:  &timeout,
@@ -132,13 +138,14 @@ func Serve(dir string, dev Device, o Options) (*Mount, error) {
 		GID:          o.GID,
 		Logger:       quiet,
 		MountOptions: fuse.MountOptions{
-			FsName:            o.Source,
-			Name:              "volcrypt",
-			DirectMountStrict: true,
-			DirectMountFlags:  flags,
-			MaxWrite:          maxRequest,
-			MaxReadAhead:      maxRequest,
-			MaxBackground:     64,
+			FsName:           o.Source,
+			Name:             "volcrypt",
+			DirectMount:      true, // and fusermount3 if it fails
+			DirectMountFlags: flags,
+			Options:          extra,
+			MaxWrite:         maxRequest,
+			MaxReadAhead:     maxRequest,
+			MaxBackground:    64,
 			// Asynchronous direct I/O (a loop device's with
 			// --direct-io) stays asynchronous: its requests are
 			// sent together and served in parallel.
@@ -151,6 +158,9 @@ func Serve(dir string, dev Device, o Options) (*Mount, error) {
 		},
 	})
 	if err != nil {
+		if _, ferr := fusermount(); ferr != nil {
+			err = fmt.Errorf("%w (mount(2): %w)", ferr, err)
+		}
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
 	m := &Mount{Dir: dir, Path: dir + "/" + o.Name, server: server, file: f, done: make(chan struct{})}
@@ -166,7 +176,7 @@ func Serve(dir string, dev Device, o Options) (*Mount, error) {
 // Unmount unmounts the file system; it fails (EBUSY) while the file is
 // open or attached to a loop device. The server then stops: Wait returns.
 func (m *Mount) Unmount() error {
-	if err := unix.Unmount(m.Dir, 0); err != nil {
+	if err := unmount(m.Dir, 0); err != nil {
 		return fmt.Errorf("unmount %s: %w", m.Dir, err)
 	}
 	return nil
@@ -175,7 +185,7 @@ func (m *Mount) Unmount() error {
 // Detach unmounts lazily (MNT_DETACH): the mount point is free at once and
 // the server stops when the last user of the file has gone.
 func (m *Mount) Detach() error {
-	if err := unix.Unmount(m.Dir, unix.MNT_DETACH); err != nil {
+	if err := unmount(m.Dir, unix.MNT_DETACH); err != nil {
 		return fmt.Errorf("detach %s: %w", m.Dir, err)
 	}
 	return nil

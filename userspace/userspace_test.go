@@ -3,6 +3,7 @@ package userspace_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -13,10 +14,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/stretchr/testify/require"
@@ -480,4 +483,119 @@ func TestServeErrors(t *testing.T) {
 	e := newEngine(t, 1<<20)
 	_, err := userspace.Serve(filepath.Join(t.TempDir(), "missing"), e, userspace.Options{})
 	require.ErrorIs(t, err, userspace.ErrNotDir)
+}
+
+// unprivHelperEnv names the directory in which TestUnprivilegedHelper,
+// run as an unprivileged user by TestServeUnprivileged, works.
+const unprivHelperEnv = "VOLCRYPT_TEST_UNPRIV_DIR"
+
+// cannotMount starts the helper's line when this host lets no unprivileged
+// user mount FUSE (fusermount3 itself fails, as in some containers).
+const cannotMount = "CANNOT-MOUNT:"
+
+// TestServeUnprivileged: a user without privileges serves, reads, writes,
+// syncs and unmounts through fusermount3 (as user nobody, switched with
+// setpriv; the test binary runs again as TestUnprivilegedHelper).
+func TestServeUnprivileged(t *testing.T) {
+	needFUSE(t) // root, to become nobody
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("needs setpriv (util-linux) to run as an unprivileged user")
+	}
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		t.Skip("needs fusermount3 (Debian package fuse3) to mount FUSE as a user")
+	}
+	const nobody = 65534
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		require.NoError(t, os.Chmod(d, 0o755))
+	}
+	require.NoError(t, os.Chown(dir, nobody, nobody))
+	// A copy nobody may run: go test builds in a directory only root reads.
+	bin := filepath.Join(dir, "userspace.test")
+	self, err := os.ReadFile(os.Args[0])
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(bin, self, 0o755))
+
+	// A broken unmount would leave the helper waiting for its server.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "setpriv", fmt.Sprintf("--reuid=%d", nobody), fmt.Sprintf("--regid=%d", nobody),
+		"--clear-groups", bin, "-test.run=^TestUnprivilegedHelper$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), unprivHelperEnv+"="+dir, "TMPDIR="+dir, "HOME="+dir)
+	out, err := cmd.CombinedOutput()
+	detachUnder(dir) // what a failed helper left mounted: its server is gone
+	if i := strings.Index(string(out), cannotMount); i >= 0 {
+		t.Skipf("this host lets no user mount FUSE: %s", strings.SplitN(string(out[i:]), "\n", 2)[0])
+	}
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "--- PASS: TestUnprivilegedHelper")
+}
+
+// detachUnder lazily unmounts every mount below dir.
+func detachUnder(dir string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			_ = unix.Unmount(f[4], unix.MNT_DETACH)
+		}
+	}
+}
+
+// TestUnprivilegedHelper is TestServeUnprivileged's child, as nobody.
+func TestUnprivilegedHelper(t *testing.T) {
+	if os.Getenv(unprivHelperEnv) == "" {
+		t.Skip("run by TestServeUnprivileged")
+	}
+	require.NotZero(t, os.Geteuid(), "runs unprivileged")
+	const size = 1 << 20
+	e := newEngine(t, size)
+	uid, gid := uint32(os.Getuid()), uint32(os.Getgid())
+	m, err := userspace.Serve(t.TempDir(), e, userspace.Options{Sync: e.sync, UID: uid, GID: gid, Ciphertext: e.mapped(t)})
+	if err != nil {
+		fmt.Println(cannotMount, err)
+		t.Skip(err)
+	}
+	t.Cleanup(func() {
+		if m.Unmount() != nil && m.Detach() != nil {
+			return // still mounted: waiting would hang
+		}
+		_ = m.Wait()
+	})
+	info, ok, err := userspace.Lookup(m.Dir)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.True(t, strings.HasPrefix(info.Source, "volcrypt"), info.Source)
+	st, err := os.Stat(m.Path)
+	require.NoError(t, err)
+	require.Equal(t, uid, st.Sys().(*syscall.Stat_t).Uid, "the file is the user's")
+
+	f, err := os.OpenFile(m.Path, os.O_RDWR, 0)
+	require.NoError(t, err)
+	// Closed before the process exits, whatever fails: exiting with a
+	// file open on its own FUSE server would hang this process.
+	defer f.Close()
+	want := make([]byte, 256<<10)
+	fill(want, 7)
+	_, err = f.WriteAt(want, 4096)
+	require.NoError(t, err)
+	require.NoError(t, f.Sync())
+	require.Positive(t, e.syncs.Load())
+	got := make([]byte, len(want))
+	_, err = e.ReadAt(got, 4096)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(want, got), "the engine reads what FUSE wrote")
+	_, err = f.ReadAt(got, 4096)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(want, got), "FUSE reads it back")
+
+	require.ErrorIs(t, m.Unmount(), syscall.EBUSY, "busy while the file is open")
+	require.NoError(t, f.Close())
+	require.NoError(t, m.Unmount())
+	require.NoError(t, m.Wait())
+	_, ok, err = userspace.Lookup(m.Dir)
+	require.NoError(t, err)
+	require.False(t, ok, "unmounted")
 }

@@ -1,0 +1,57 @@
+package userspace
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNoFusermount means the process may not mount(2) and the fusermount3
+// helper, which mounts FUSE for unprivileged users (Debian package fuse3),
+// is not installed.
+var ErrNoFusermount = errors.New("mounting FUSE without root needs fusermount3 (package fuse3)")
+
+// fusermount returns the path of fusermount3 (or of the older fusermount),
+// where go-fuse looks for it.
+func fusermount() (string, error) {
+	for _, name := range []string{"fusermount3", "/bin/fusermount3", "fusermount", "/bin/fusermount"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p, nil
+		}
+	}
+	return "", ErrNoFusermount
+}
+
+// unmount unmounts dir with umount2(2), or, when this process may not
+// (a mount made through fusermount3 by an unprivileged user), with
+// fusermount3 -u; flags is 0 or MNT_DETACH. A busy mount's error wraps
+// EBUSY either way.
+func unmount(dir string, flags int) error {
+	err := unix.Unmount(dir, flags)
+	if !errors.Is(err, unix.EPERM) {
+		return err
+	}
+	bin, lerr := fusermount()
+	if lerr != nil {
+		return err
+	}
+	args := []string{"-u", dir}
+	if flags&unix.MNT_DETACH != 0 {
+		args = []string{"-u", "-z", dir}
+	}
+	var out bytes.Buffer
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(out.String())
+		if strings.Contains(msg, "busy") {
+			return fmt.Errorf("%s: %w", msg, unix.EBUSY)
+		}
+		return fmt.Errorf("%s: %s: %w", bin, msg, err)
+	}
+	return nil
+}
