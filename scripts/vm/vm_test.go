@@ -12,6 +12,10 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/google/go-tpm/tpm2"
+
+	"github.com/volcrypt/volcrypt/tpm"
 )
 
 // needVM skips the test unless it runs inside scripts/vmtest's VM.
@@ -130,6 +134,48 @@ func TestVMTPM(t *testing.T) {
 	}
 	if got := binary.BigEndian.Uint16(resp[10:12]); got != 8 || n != 20 {
 		t.Fatalf("response %x: want 8 random bytes", resp)
+	}
+}
+
+// TestVMTPMHierarchies checks that the TPM's owner and endorsement hierarchies are enabled and that a
+// primary key can be made in the owner hierarchy, which is what fails (TPM_RC_HIERARCHY) when SeaBIOS
+// disabled the hierarchies after its TPM setup timed out. vmtest boots again when the guest finds them
+// disabled; vmtest-selftest runs this with VOLCRYPT_VM_SIMULATE_TPM_DISABLED=1 to prove it.
+func TestVMTPMHierarchies(t *testing.T) {
+	needVM(t)
+	dev := os.Getenv("VOLCRYPT_VM_TPM")
+	if dev == "" {
+		t.Skip("no TPM (vmtest --no-tpm)")
+	}
+	tp, err := tpm.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.Close()
+	caps, err := tpm2.GetCapability{
+		Capability: tpm2.TPMCapTPMProperties, Property: uint32(tpm2.TPMPTStartupClear), PropertyCount: 1,
+	}.Execute(tp)
+	if err != nil {
+		t.Fatalf("TPM2_GetCapability(TPM_PT_STARTUP_CLEAR): %v", err)
+	}
+	props, err := caps.CapabilityData.Data.TPMProperties()
+	if err != nil || len(props.TPMProperty) != 1 || props.TPMProperty[0].Property != tpm2.TPMPTStartupClear {
+		t.Fatalf("TPM2_GetCapability(TPM_PT_STARTUP_CLEAR): %+v, %v", props, err)
+	}
+	v := props.TPMProperty[0].Value
+	t.Logf("TPMA_STARTUP_CLEAR %#x: phEnable %d shEnable %d ehEnable %d", v, v&1, v>>1&1, v>>2&1)
+	if v&0b110 != 0b110 {
+		t.Errorf("owner or endorsement hierarchy disabled: TPMA_STARTUP_CLEAR %#x", v)
+	}
+	primary, err := tpm2.CreatePrimary{
+		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
+		InPublic:      tpm2.New2B(tpm2.ECCSRKTemplate),
+	}.Execute(tp)
+	if err != nil {
+		t.Fatalf("create a primary key in the owner hierarchy: %v", err)
+	}
+	if _, err := (tpm2.FlushContext{FlushHandle: primary.ObjectHandle}).Execute(tp); err != nil {
+		t.Errorf("flush the primary key: %v", err)
 	}
 }
 
