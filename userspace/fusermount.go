@@ -26,10 +26,20 @@ func fusermount() (string, error) {
 	return "", ErrNoFusermount
 }
 
+// Unmount unmounts the volcrypt mount at dir, as Mount.Unmount does, for a
+// process other than its server (volcrypt close): a busy mount's error wraps
+// EBUSY, one that is not mounted EINVAL.
+func Unmount(dir string) error {
+	if err := unmount(dir, 0); err != nil {
+		return fmt.Errorf("unmount %s: %w", dir, err)
+	}
+	return nil
+}
+
 // unmount unmounts dir with umount2(2), or, when this process may not
 // (a mount made through fusermount3 by an unprivileged user), with
 // fusermount3 -u; flags is 0 or MNT_DETACH. A busy mount's error wraps
-// EBUSY either way.
+// EBUSY either way, one that is not mounted EINVAL.
 func unmount(dir string, flags int) error {
 	err := unix.Unmount(dir, flags)
 	if !errors.Is(err, unix.EPERM) {
@@ -48,8 +58,11 @@ func unmount(dir string, flags int) error {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
 		msg := strings.TrimSpace(out.String())
-		if strings.Contains(msg, "busy") {
+		switch {
+		case strings.Contains(msg, "busy"):
 			return fmt.Errorf("%s: %w", msg, unix.EBUSY)
+		case strings.Contains(msg, "not found") || strings.Contains(msg, "not mounted"):
+			return fmt.Errorf("%s: %w", msg, unix.EINVAL)
 		}
 		return fmt.Errorf("%s: %s: %w", bin, msg, err)
 	}

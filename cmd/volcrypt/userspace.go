@@ -11,7 +11,8 @@ package main
 // the environment; the server answers on a second pipe (fd 4) once the
 // mount is ready, or with its error, and open exits. The server runs in its
 // own session with standard streams on /dev/null, writes a state file
-// (/run/volcrypt/userspace/*.json: no secret) for status and close, and on
+// (/run/volcrypt/userspace/*.json: no secret; a user's own runtime directory
+// for a user who mounts through fusermount3) for status and close, and on
 // unmount (close, umount, SIGTERM/SIGINT/SIGHUP) syncs the device, wipes the
 // key, removes the state file and exits.
 
@@ -45,8 +46,6 @@ const (
 	// userspaceServerEnv in the environment makes the binary the FUSE
 	// server of open --userspace.
 	userspaceServerEnv = "VOLCRYPT_USERSPACE_SERVER"
-	// userspaceStateDir holds one JSON file per served mount point.
-	userspaceStateDir = "/run/volcrypt/userspace"
 	// userspaceFile is the plaintext file's name inside the mount point.
 	userspaceFile = userspace.DefaultName
 	// serverReadyTimeout bounds how long open waits for the server.
@@ -348,6 +347,7 @@ func serveUserspace(in, out *os.File) error {
 	}
 	m, err := userspace.Serve(cfg.Mountpoint, pt, userspace.Options{
 		Name: userspaceFile, ReadOnly: cfg.ReadOnly, Sync: syncFile.Sync, Source: cfg.Device,
+		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()),
 		Ciphertext: ct.mapped(),
 	})
 	if err != nil {
@@ -452,10 +452,28 @@ func newUserspaceStatus(v *volume.Volume, cfg serverConfig, size int64, keyLen i
 	return s, nil
 }
 
+// userspaceStateDir holds one JSON file per served mount point: under
+// /run for root, for another user (who mounts through fusermount3) in the
+// user's runtime directory ($XDG_RUNTIME_DIR), else the user's cache.
+func userspaceStateDir() string {
+	if os.Geteuid() == 0 {
+		return "/run/volcrypt/userspace"
+	}
+	dir := os.Getenv("XDG_RUNTIME_DIR")
+	if dir == "" {
+		if c, err := os.UserCacheDir(); err == nil {
+			dir = c
+		} else {
+			dir = filepath.Join(os.TempDir(), fmt.Sprintf("volcrypt-%d", os.Geteuid()))
+		}
+	}
+	return filepath.Join(dir, "volcrypt", "userspace")
+}
+
 // userspaceStatePath is the state file of the server at mount point mp.
 func userspaceStatePath(mp string) string {
 	h := sha256.Sum256([]byte(mp))
-	return filepath.Join(userspaceStateDir, hex.EncodeToString(h[:12])+".json")
+	return filepath.Join(userspaceStateDir(), hex.EncodeToString(h[:12])+".json")
 }
 
 func writeState(path string, s *userspaceStatus) error {
@@ -530,7 +548,7 @@ func servedElsewhere(dev string) (string, bool) {
 	if st.Mode()&os.ModeDevice != 0 {
 		id, ino = sys.Rdev, 0
 	}
-	files, _ := filepath.Glob(filepath.Join(userspaceStateDir, "*.json"))
+	files, _ := filepath.Glob(filepath.Join(userspaceStateDir(), "*.json"))
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -580,11 +598,11 @@ func (a *app) closeUserspace(name string) (handled bool, err error) {
 	if !ok {
 		return false, nil
 	}
-	if err := unix.Unmount(s.Mountpoint, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+	if err := userspace.Unmount(s.Mountpoint); err != nil && !errors.Is(err, unix.EINVAL) {
 		if errors.Is(err, unix.EBUSY) {
 			return true, fmt.Errorf("%s is in use (the plaintext file is open or attached to a loop device: unmount it and losetup -d first): %w", s.Mountpoint, volume.ErrInUse)
 		}
-		return true, fmt.Errorf("unmount %s: %w", s.Mountpoint, err)
+		return true, err
 	}
 	if s.PID > 0 && s.Running {
 		if err := waitExit(s.PID, s.PIDStart, serverExitTimeout); err != nil {

@@ -424,3 +424,67 @@ func TestUserspaceExitCodes(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, userspaceStatus{Mountpoint: "/mnt", PID: 7}, *st)
 }
+
+// TestUserspaceUnprivileged: a user without privileges opens a volume in
+// userspace (mounting through fusermount3), writes its plaintext, sees it
+// in status and closes it; the engine then reads what was written. The
+// commands run as nobody (setpriv): this test binary as volcrypt, and dd.
+func TestUserspaceUnprivileged(t *testing.T) {
+	needFUSE(t) // root, to become nobody
+	for _, tool := range []string{"setpriv", "fusermount3", "dd"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s (fusermount3: Debian package fuse3) to run as an unprivileged user", tool)
+		}
+	}
+	const nobody = 65534
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		require.NoError(t, os.Chmod(d, 0o755))
+	}
+	img, kf := usVolume(t, 32<<20)
+	want := make([]byte, 1<<20)
+	for i := range want {
+		want[i] = byte(i*7 + i>>12)
+	}
+	// Copies nobody may use: go test builds in a directory only root reads.
+	for name, from := range map[string]string{"volcrypt": binary, "disk.img": img, "key": kf} {
+		b, err := os.ReadFile(from)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), b, 0o700))
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "data"), want, 0o600))
+	img, kf = filepath.Join(dir, "disk.img"), filepath.Join(dir, "key")
+	mp, run := filepath.Join(dir, "mp"), filepath.Join(dir, "run")
+	for _, d := range []string{mp, run} {
+		require.NoError(t, os.Mkdir(d, 0o700))
+	}
+	require.NoError(t, filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, nobody, nobody)
+	}))
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", mp).Run() }) // whatever a failure left
+	as := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("setpriv", append([]string{fmt.Sprintf("--reuid=%d", nobody), fmt.Sprintf("--regid=%d", nobody), "--clear-groups"}, args...)...)
+		cmd.Env = append(os.Environ(), "VOLCRYPT_TEST_AS_CLI=1", "HOME="+dir, "XDG_RUNTIME_DIR="+run)
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "%v: %s", args, out)
+		return string(out)
+	}
+	vc := filepath.Join(dir, "volcrypt")
+
+	as(vc, "open", "--userspace", "--key-file", kf, img, mp)
+	info, ok, err := userspace.Lookup(mp)
+	require.NoError(t, err)
+	require.True(t, ok, "mounted")
+	require.Equal(t, img, info.Source)
+	as("dd", "if="+filepath.Join(dir, "data"), "of="+filepath.Join(mp, userspaceFile), "bs=256k", "conv=notrunc,fsync")
+	require.Contains(t, as(vc, "status", mp), "is active (userspace, FUSE)")
+	as(vc, "close", mp)
+	_, ok, err = userspace.Lookup(mp)
+	require.NoError(t, err)
+	require.False(t, ok, "closed")
+	require.True(t, bytes.Equal(want, plaintext(t, img, kf)[:len(want)]), "the engine reads what nobody wrote")
+}
