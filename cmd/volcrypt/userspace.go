@@ -149,7 +149,10 @@ func (a *app) openUserspace(cmd *cobra.Command, v *volume.Volume, key *secret.Bu
 	if readOnly {
 		ro = "-r "
 	}
-	fmt.Fprintf(a.stderr, "%s is served as %s (%d bytes, %s).\nAttach it with: losetup %s-b %d -f --show %s\nClose it with:  volcrypt close %s\n",
+	// --direct-io: the loop device sends its requests to the server
+	// asynchronously and keeps no second page cache (reads about twice as
+	// fast as without, measured on this host).
+	fmt.Fprintf(a.stderr, "%s is served as %s (%d bytes, %s).\nAttach it with: losetup %s-b %d --direct-io=on -f --show %s\nClose it with:  volcrypt close %s\n",
 		v.Path, st.File, st.SizeSectors*512, st.Mode, ro, st.SectorSize, st.File, mp)
 	return nil
 }

@@ -357,10 +357,11 @@ func TestUserspaceServer(t *testing.T) {
 
 // attachLoop attaches the served file to a free loop device with the
 // volume's sector size, as a dm-crypt mapping would have (read-only with -r
-// in extra), and detaches it at the end of the test unless done before.
+// in extra), with direct I/O as open's hint says, and detaches it at the end
+// of the test unless done before.
 func attachLoop(t *testing.T, st userspaceStatus, extra ...string) string {
 	t.Helper()
-	args := append([]string{"-f", "--show", "-b", strconv.Itoa(st.SectorSize)}, extra...)
+	args := append([]string{"-f", "--show", "-b", strconv.Itoa(st.SectorSize), "--direct-io=on"}, extra...)
 	out, err := exec.Command("losetup", append(args, st.File)...).CombinedOutput()
 	require.NoError(t, err, "losetup: %s", out)
 	dev := string(bytes.TrimSpace(out))
