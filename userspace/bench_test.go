@@ -65,14 +65,9 @@ func processCPU() time.Duration {
 func BenchmarkSequential(b *testing.B) {
 	needFUSE(b)
 	const size, block, run = 64 << 20, 1 << 20, 16 << 20
-	e := newEngine(b, size)
 	// Written in full, so that no read finds a hole (which the kernel
 	// zero-fills), and in the page cache.
-	data := make([]byte, size)
-	fill(data, 1)
-	if _, err := e.WriteAt(data, 0); err != nil {
-		b.Fatal(err)
-	}
+	e, _ := filledEngine(b, size, 1)
 	// As open --userspace serves: reads decrypted from the mapped
 	// ciphertext. And through Device.ReadAt alone, for comparison.
 	m := serve(b, e, userspace.Options{Sync: e.file.Sync, Ciphertext: e.mapped(b)})

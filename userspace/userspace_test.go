@@ -68,6 +68,18 @@ func newEngine(t testing.TB, size int64) *engine {
 	return &engine{Segment: crypt.NewSegment(f, c, dataOffset, size, 0), file: f, c: c}
 }
 
+// filledEngine returns an engine of size bytes holding pseudo-random
+// plaintext from seed, and that plaintext.
+func filledEngine(t testing.TB, size int64, seed uint64) (*engine, []byte) {
+	t.Helper()
+	e := newEngine(t, size)
+	data := make([]byte, size)
+	fill(data, seed)
+	_, err := e.WriteAt(data, 0)
+	require.NoError(t, err)
+	return e, data
+}
+
 // fill fills b with pseudo-random bytes from seed.
 func fill(b []byte, seed uint64) {
 	var k [32]byte
@@ -314,12 +326,7 @@ func TestServeSync(t *testing.T) {
 // for the collector.
 func TestServeSharedMmap(t *testing.T) {
 	needFUSE(t)
-	const size = 1 << 20
-	e := newEngine(t, size)
-	want := make([]byte, size)
-	fill(want, 5)
-	_, err := e.WriteAt(want, 0)
-	require.NoError(t, err)
+	e, want := filledEngine(t, 1<<20, 5)
 	m := serve(t, e, userspace.Options{Sync: e.sync, Ciphertext: e.mapped(t)})
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestMmapHelper$")
@@ -431,11 +438,7 @@ func TestServeReadOnly(t *testing.T) {
 func TestServeConcurrentReaders(t *testing.T) {
 	needFUSE(t)
 	const size = 4 << 20
-	e := newEngine(t, size)
-	want := make([]byte, size)
-	fill(want, 3)
-	_, err := e.WriteAt(want, 0)
-	require.NoError(t, err)
+	e, want := filledEngine(t, size, 3)
 	m := serve(t, e, userspace.Options{})
 
 	var wg sync.WaitGroup
