@@ -158,7 +158,7 @@ func Serve(dir string, dev Device, o Options) (*Mount, error) {
 		},
 	})
 	if err != nil {
-		if _, ferr := fusermount(); ferr != nil {
+		if _, ferr := fusermount(); ferr != nil && os.Geteuid() != 0 {
 			err = fmt.Errorf("%w (mount(2): %w)", ferr, err)
 		}
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
