@@ -146,10 +146,10 @@ func Serve(dir string, dev Device, o Options) (*Mount, error) {
 			MaxWrite:         maxRequest,
 			MaxReadAhead:     maxRequest,
 			MaxBackground:    64,
-			// Asynchronous direct I/O (a loop device's with
+			// Asynchronous direct I/O (a loop device's, with
 			// --direct-io) stays asynchronous: its requests are
-			// sent together and served in parallel.
-			// Shared mmap despite direct I/O (Linux 6.6 on): the
+			// sent together and served in parallel. And shared
+			// mmap despite direct I/O (Linux 6.6 on): the
 			// mapping's pages are cached, written back as
 			// requests, and msync reaches Fsync.
 			ExtraCapabilities: fuse.CAP_ASYNC_DIO | fuse.CAP_DIRECT_IO_ALLOW_MMAP,
