@@ -145,6 +145,21 @@ func (j *shiftJob) close() {
 	}
 }
 
+// withDefaults returns o with format's defaults for the cipher, key size
+// and hash it leaves empty.
+func (o EncryptOptions) withDefaults() EncryptOptions {
+	if o.Cipher == "" {
+		o.Cipher = header.DefaultEncryption
+	}
+	if o.KeySizeBits == 0 {
+		o.KeySizeBits = 512
+	}
+	if o.Hash == "" {
+		o.Hash = header.DefaultHash
+	}
+	return o
+}
+
 func startShiftJob(ctx context.Context, f *os.File, passphrase []byte, o EncryptOptions) (*shiftJob, error) {
 	r := o.ReduceDeviceSizeBytes
 	if r <= 0 {
@@ -172,15 +187,7 @@ func startShiftJob(ctx context.Context, f *os.File, passphrase []byte, o Encrypt
 	} else if ok && fs > size {
 		return nil, fmt.Errorf("%w: the file system on %s is %d bytes but only %d fit after reducing the device by %d; shrink it first (resize2fs)", kdf.ErrInvalidParams, f.Name(), fs, size, r)
 	}
-	if o.Cipher == "" {
-		o.Cipher = header.DefaultEncryption
-	}
-	if o.KeySizeBits == 0 {
-		o.KeySizeBits = 512
-	}
-	if o.Hash == "" {
-		o.Hash = header.DefaultHash
-	}
+	o = o.withDefaults()
 	keyLen := o.KeySizeBits / 8
 	j := &shiftJob{f: f, shift: shift, size: size, moved: dev - shift, hotzone: shift, cipher: o.Cipher, sector: sector}
 	j.vk = secret.New(keyLen)

@@ -95,15 +95,7 @@ func startDetachedEncrypt(ctx context.Context, f, hf *os.File, passphrase []byte
 	if dev == 0 || dev%int64(sector) != 0 {
 		return nil, fmt.Errorf("%w: %s is %d bytes, not a multiple of the %d-byte sector", kdf.ErrInvalidParams, f.Name(), dev, sector)
 	}
-	if o.Cipher == "" {
-		o.Cipher = header.DefaultEncryption
-	}
-	if o.KeySizeBits == 0 {
-		o.KeySizeBits = 512
-	}
-	if o.Hash == "" {
-		o.Hash = header.DefaultHash
-	}
+	o = o.withDefaults()
 	j := &rekeyJob{f: f, hf: hf, oldDigest: -1,
 		oldSeg: header.Segment{Type: header.SegmentLinear, Size: header.SegmentSize{Dynamic: true}}}
 	fail := func(err error) (*rekeyJob, error) { j.close(); return nil, err }

@@ -34,20 +34,7 @@ func detachedOpts(hdr string) EncryptOptions {
 // the userspace engine, checking that no reencryption is left.
 func detachedPlain(t *testing.T, img, hdr string, n int64) []byte {
 	t.Helper()
-	v, err := Load(img, LoadOptions{HeaderFile: hdr, ReadOnly: true})
-	require.NoError(t, err)
-	defer v.Close()
-	require.False(t, hasReencrypt(v.Header), "reencryption metadata left behind")
-	key, _, err := v.Unlock([]byte(testPass), UnlockOptions{Keyslot: -1})
-	require.NoError(t, err)
-	defer key.Wipe()
-	p, err := v.Plaintext(key)
-	require.NoError(t, err)
-	defer p.Close()
-	b := make([]byte, n)
-	_, err = p.ReadAt(b, 0)
-	require.NoError(t, err)
-	return b
+	return plainBytesOf(t, img, hdr, n)
 }
 
 // csVolumeKey returns the volume key cryptsetup reads from the detached

@@ -60,12 +60,19 @@ func fsImage(t *testing.T, devSize, fsSize int64, seed uint64) (string, []byte) 
 // plainBytes reads n bytes of a volume's data through the userspace engine.
 func plainBytes(t *testing.T, path string, n int64) []byte {
 	t.Helper()
-	v, err := Load(path, LoadOptions{ReadOnly: true})
+	return plainBytesOf(t, path, "", n)
+}
+
+// plainBytesOf reads n bytes of the data of the volume at path (with its
+// header in hdr when not empty) through the userspace engine, checking
+// that no reencryption is left.
+func plainBytesOf(t *testing.T, path, hdr string, n int64) []byte {
+	t.Helper()
+	v, err := Load(path, LoadOptions{HeaderFile: hdr, ReadOnly: true})
 	require.NoError(t, err)
 	defer v.Close()
 	require.Empty(t, v.Header.Meta.UnmetRequirements())
-	_, k := v.Header.Meta.ReencryptKeyslot()
-	require.Nil(t, k, "reencryption metadata left behind")
+	require.False(t, hasReencrypt(v.Header), "reencryption metadata left behind")
 	key, _, err := v.Unlock([]byte(testPass), UnlockOptions{Keyslot: -1})
 	require.NoError(t, err)
 	defer key.Wipe()
