@@ -237,9 +237,16 @@ type fileNode struct {
 	readOnly bool
 	sync     func() error
 	uid, gid uint32
-	mounted  time.Time   // the file's times
-	dirty    atomic.Bool // a write since the last Sync
-	syncMu   sync.Mutex
+	mounted  time.Time // the file's times
+	// written counts completed writes (counted after WriteAt returns,
+	// before the write is acknowledged); synced is written as it was when
+	// the last successful Sync started, under syncMu. Writes and fsyncs
+	// run concurrently (asynchronous direct I/O): a write still inside
+	// WriteAt when a Sync starts is not counted yet, so the next flush
+	// syncs again.
+	written atomic.Uint64
+	synced  uint64
+	syncMu  sync.Mutex
 }
 
 var (
@@ -325,8 +332,8 @@ func (f *fileNode) Write(ctx context.Context, _ fs.FileHandle, data []byte, off 
 	if int64(len(data)) > f.size-off {
 		data = data[:f.size-off]
 	}
-	f.dirty.Store(true)
 	n, err := f.dev.WriteAt(data, off)
+	f.written.Add(1) // even a failed write may have changed sectors
 	if err != nil {
 		return uint32(n), syscall.EIO
 	}
@@ -346,16 +353,18 @@ func (f *fileNode) Flush(ctx context.Context, _ fs.FileHandle) syscall.Errno {
 	return f.Fsync(ctx, nil, 0)
 }
 
-// flush calls Sync if anything was written since the last one.
+// flush calls Sync if a write completed since the last successful one
+// started.
 func (f *fileNode) flush() error {
 	f.syncMu.Lock()
 	defer f.syncMu.Unlock()
-	if f.sync == nil || !f.dirty.Swap(false) {
+	gen := f.written.Load()
+	if f.sync == nil || gen == f.synced {
 		return nil
 	}
 	if err := f.sync(); err != nil {
-		f.dirty.Store(true)
 		return fmt.Errorf("sync: %w", err)
 	}
+	f.synced = gen
 	return nil
 }
