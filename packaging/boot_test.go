@@ -199,7 +199,8 @@ func TestBootInitramfs(t *testing.T) {
 	initrd := filepath.Join(dir, "initrd.img")
 	t0 = time.Now()
 	mk := exec.Command(filepath.Join(root, "scripts", "vm-mkinitramfs"), "-d", conf, "-o", initrd)
-	mk.Env = append(os.Environ(), "VOLCRYPT_BIN="+bin, "VOLCRYPT_CRYPTTAB="+crypttab, "TMPDIR="+dir)
+	mk.Env = append(os.Environ(), "VOLCRYPT_BIN="+bin, "VOLCRYPT_CRYPTTAB="+crypttab, "TMPDIR="+dir,
+		"VOLCRYPT_SYSTEM_CRYPTTAB=/nonexistent", "VOLCRYPT_LIB="+filepath.Join(root, "packaging", "lib"))
 	out, err = mk.CombinedOutput()
 	require.NoError(t, err, "vm-mkinitramfs: %s", out)
 	t.Logf("mkinitramfs: %.1f s", time.Since(t0).Seconds())
@@ -498,9 +499,13 @@ func sh(t *testing.T, script string, args ...string) string {
 }
 
 // TestInitramfsHook runs the initramfs-tools hook the way mkinitramfs
-// does: a crypttab without x-initrd.attach lines adds nothing, and one with
-// them but no volcrypt binary fails the build (an initramfs that cannot
-// open root must not replace a working one).
+// does, with volcrypt's table and the system's /etc/crypttab replaced by
+// files: it takes the x-initrd.attach lines of both (a name in both as
+// volcrypt's table says, the other line ignored with a warning; non-LUKS
+// lines of /etc/crypttab left to cryptsetup), so the packaged all-comments
+// /etc/volcrypt/crypttab does not hide root's /etc/crypttab line; no such
+// lines add nothing; lines but no volcrypt binary fail the build (an
+// initramfs that cannot open root must not replace a working one).
 func TestInitramfsHook(t *testing.T) {
 	const hookFunctions = "/usr/share/initramfs-tools/hook-functions"
 	if _, err := os.Stat(hookFunctions); err != nil {
@@ -508,33 +513,76 @@ func TestInitramfsHook(t *testing.T) {
 	}
 	hook, err := filepath.Abs(filepath.Join("initramfs-tools", "hooks", "volcrypt"))
 	require.NoError(t, err)
+	lib, err := filepath.Abs("lib")
+	require.NoError(t, err)
+	example, err := os.ReadFile("crypttab.example") // the package's /etc/volcrypt/crypttab
+	require.NoError(t, err)
+	fakeBin := filepath.Join(t.TempDir(), "volcrypt")
+	require.NoError(t, os.WriteFile(fakeBin, []byte("#!/bin/sh\n"), 0o755))
+	const rootLine = "root UUID=1234 none tpm2-device=auto,x-initrd.attach\n"
 	tests := []struct {
-		name, table string
-		wantErr     string
+		name       string
+		table      string // volcrypt's; "" means none
+		system     string // /etc/crypttab's; "" means none
+		bin        string
+		want       string // the initramfs's /etc/volcrypt/crypttab; "" means nothing added
+		wantStderr []string
+		wantErr    string
 	}{
-		{name: "no initramfs lines", table: "# boot later\ndata /dev/sdb1 /etc/keys/data.key nofail\n"},
-		{name: "binary missing", table: "root UUID=1234 none tpm2-device=auto,x-initrd.attach\n",
-			wantErr: "E: volcrypt: /nonexistent/volcrypt not found"},
+		{name: "no initramfs lines", table: "# boot later\ndata /dev/sdb1 /etc/keys/data.key nofail\n",
+			system: "home /dev/sdc1 none luks\n", bin: "/nonexistent/volcrypt"},
+		{name: "no tables", bin: "/nonexistent/volcrypt"},
+		{name: "binary missing", table: rootLine, bin: "/nonexistent/volcrypt",
+			wantErr: "E: volcrypt: /nonexistent/volcrypt not found, but x-initrd.attach lines need it: root:"},
+		{name: "packaged example table and /etc/crypttab", table: string(example), bin: fakeBin,
+			system: "# /etc/crypttab\n" + rootLine + "home /dev/sdc1 none luks\n" +
+				"swap /dev/sdb2 /dev/urandom plain,cipher=aes-xts-plain64,size=256,x-initrd.attach\n",
+			want:       rootLine,
+			wantStderr: []string{"volcrypt: swap: ", "system line 4 ignored: not a LUKS volume (left to cryptsetup)"}},
+		{name: "only /etc/crypttab", system: rootLine, bin: fakeBin, want: rootLine},
+		{name: "both tables, volcrypt's wins", bin: fakeBin,
+			table:      "# volcrypt\nroot /dev/vda2 none x-initrd.attach\ndata /dev/vdb none x-initrd.attach,nofail\n",
+			system:     rootLine + "usr /dev/vda3 none x-initrd.attach\n",
+			want:       "root /dev/vda2 none x-initrd.attach\ndata /dev/vdb none x-initrd.attach,nofail\nusr /dev/vda3 none x-initrd.attach\n",
+			wantStderr: []string{"volcrypt: root: ", "system line 1 ignored: ", "volcrypt line 2 opens it"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			table, dest := filepath.Join(dir, "crypttab"), filepath.Join(dir, "initramfs")
-			require.NoError(t, os.WriteFile(table, []byte(tc.table), 0o600))
+			table, system, dest := filepath.Join(dir, "volcrypt"), filepath.Join(dir, "system"), filepath.Join(dir, "initramfs")
+			if tc.table != "" {
+				require.NoError(t, os.WriteFile(table, []byte(tc.table), 0o600))
+			}
+			if tc.system != "" {
+				require.NoError(t, os.WriteFile(system, []byte(tc.system), 0o600))
+			}
 			require.NoError(t, os.Mkdir(dest, 0o755))
 			cmd := exec.Command("sh", hook)
-			cmd.Env = append(os.Environ(), "DESTDIR="+dest, "version=none", "verbose=n",
-				"VOLCRYPT_CRYPTTAB="+table, "VOLCRYPT_BIN=/nonexistent/volcrypt")
-			out, err := cmd.CombinedOutput()
+			cmd.Env = append(os.Environ(), "DESTDIR="+dest, "version=none", "verbose=n", "VOLCRYPT_LIB="+lib,
+				"VOLCRYPT_CRYPTTAB="+table, "VOLCRYPT_SYSTEM_CRYPTTAB="+system, "VOLCRYPT_BIN="+tc.bin)
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			err := cmd.Run()
 			if tc.wantErr != "" {
 				require.Error(t, err)
-				require.Contains(t, string(out), tc.wantErr)
+				require.Contains(t, stderr.String(), tc.wantErr)
 				return
 			}
-			require.NoError(t, err, "%s", out)
-			entries, err := os.ReadDir(dest)
+			require.NoError(t, err, "%s", stderr.String())
+			for _, s := range tc.wantStderr {
+				require.Contains(t, stderr.String(), s)
+			}
+			if tc.want == "" {
+				entries, err := os.ReadDir(dest)
+				require.NoError(t, err)
+				require.Empty(t, entries, "nothing added to the initramfs")
+				return
+			}
+			b, err := os.ReadFile(filepath.Join(dest, "etc", "volcrypt", "crypttab"))
 			require.NoError(t, err)
-			require.Empty(t, entries, "nothing added to the initramfs")
+			require.Equal(t, tc.want, string(b))
+			_, err = os.Stat(filepath.Join(dest, "usr", "sbin", "volcrypt"))
+			require.NoError(t, err, "the binary is copied")
 		})
 	}
 }

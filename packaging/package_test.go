@@ -47,7 +47,7 @@ func TestPackage(t *testing.T) {
 		"./usr/lib/systemd/system/volcrypt.service", "./usr/lib/systemd/system-generators/volcrypt-generator",
 		"./usr/share/initramfs-tools/hooks/volcrypt",
 		"./usr/share/initramfs-tools/scripts/local-top/volcrypt", "./usr/lib/dracut/modules.d/90volcrypt/module-setup.sh",
-		"./etc/volcrypt/crypttab",
+		"./usr/share/volcrypt/initrd-table.sh", "./etc/volcrypt/crypttab",
 	} {
 		require.Contains(t, string(b), " "+f+"\n", f)
 	}

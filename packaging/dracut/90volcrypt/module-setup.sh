@@ -1,6 +1,7 @@
 #!/bin/bash
-# dracut module: volcrypt opens the x-initrd.attach lines of /etc/volcrypt/crypttab (or, when that
-# does not exist, /etc/crypttab) while dracut waits for root
+# dracut module: volcrypt opens the x-initrd.attach lines of /etc/volcrypt/crypttab and /etc/crypttab
+# (both; a name in both as volcrypt's table says: /usr/share/volcrypt/initrd-table.sh) while dracut
+# waits for root
 # (TPM first, then a prompt), like the initramfs-tools hook. Install into
 # /usr/lib/dracut/modules.d/90volcrypt and add add_dracutmodules+=" volcrypt " to dracut.conf.
 check() {
@@ -18,12 +19,10 @@ installkernel() {
 
 install() {
 	inst_binary volcrypt /usr/sbin/volcrypt
-	local table=/etc/volcrypt/crypttab
-	[ -e "$table" ] || table=/etc/crypttab
-	if [ -r "$table" ]; then
-		mkdir -p "$initdir/etc/volcrypt"
-		grep -v '^[[:space:]]*#' "$table" | awk '$4 ~ /(^|,)x-initrd\.attach(,|$)/' >"$initdir/etc/volcrypt/crypttab"
-	fi
+	# shellcheck source=../../lib/initrd-table.sh
+	. "${VOLCRYPT_LIB:-/usr/share/volcrypt}/initrd-table.sh" || return 1
+	mkdir -p "$initdir/etc/volcrypt"
+	volcrypt_initrd_lines >"$initdir/etc/volcrypt/crypttab" || return 1
 	# While dracut waits for root (initqueue), not after (pre-mount): root may be one of these volumes.
 	inst_hook initqueue/settled 50 "$moddir/volcrypt-attach.sh"
 }
