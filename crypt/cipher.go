@@ -193,6 +193,18 @@ func (c *Cipher) Decrypt(dst, src []byte, iv uint64) error {
 	return nil
 }
 
+// DecryptSerial is Decrypt run entirely on the calling goroutine, never
+// spread over others, whatever the size: for a caller that guards the call
+// itself, such as against faults on mapped memory (debug.SetPanicOnFault
+// covers one goroutine only).
+func (c *Cipher) DecryptSerial(dst, src []byte, iv uint64) error {
+	if err := c.check("decrypt", dst, src); err != nil {
+		return err
+	}
+	c.cryptSerial(dst[:len(src)], src, iv, true)
+	return nil
+}
+
 // Wipe zeroes the cipher's key schedules as far as the standard library's
 // AES implementation allows (it holds them in plain Go memory, which Wipe
 // clears in place) and drops them. The Cipher cannot be used afterwards.

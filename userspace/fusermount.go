@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -55,16 +59,60 @@ func unmount(dir string, flags int) error {
 	}
 	var out bytes.Buffer
 	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(out.String())
-		switch {
-		case strings.Contains(msg, "busy"):
-			return fmt.Errorf("%s: %w", msg, unix.EBUSY)
-		case strings.Contains(msg, "not found") || strings.Contains(msg, "not mounted"):
-			return fmt.Errorf("%s: %w", msg, unix.EINVAL)
+		// Decided by the mount table, not by the message: still mounted
+		// means busy (or not this user's), gone means it was not mounted.
+		msg := lastLine(out.Bytes())
+		abs, aerr := filepath.Abs(dir)
+		if aerr != nil {
+			return fmt.Errorf("%s: %s: %w", bin, msg, err)
 		}
-		return fmt.Errorf("%s: %s: %w", bin, msg, err)
+		_, mounted, lerr := Lookup(abs)
+		switch {
+		case lerr != nil:
+			return fmt.Errorf("%s: %s: %w", bin, msg, err)
+		case mounted:
+			return fmt.Errorf("%s: %w", msg, unix.EBUSY)
+		}
+		return fmt.Errorf("%s: %w", msg, unix.EINVAL)
 	}
 	return nil
+}
+
+// lastLine is the last non-empty line of a program's output.
+func lastLine(b []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+// stderrMu serializes captureStderr.
+var stderrMu sync.Mutex
+
+// captureStderr points os.Stderr at a pipe until the returned function is
+// called, which restores it and returns the last line written: go-fuse
+// hands os.Stderr to fusermount3, which reports its failures there.
+func captureStderr() (last func() string) {
+	stderrMu.Lock()
+	r, w, err := os.Pipe()
+	if err != nil {
+		stderrMu.Unlock()
+		return func() string { return "" }
+	}
+	old := os.Stderr
+	os.Stderr = w
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(r, 64<<10))
+		_, _ = io.Copy(io.Discard, r)
+		r.Close()
+		got <- b
+	}()
+	return func() string {
+		os.Stderr = old
+		w.Close()
+		stderrMu.Unlock()
+		return lastLine(<-got)
+	}
 }

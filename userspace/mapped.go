@@ -18,9 +18,9 @@ import (
 // offset or size, or a range past what the platform can map).
 var ErrNotMappable = errors.New("ciphertext range cannot be mapped")
 
-// mappedChunk is how much one decryption call of a mapped read covers:
-// below crypt's own spreading size, so that each call runs on the
-// goroutine that guards it against faults (see Ciphertext).
+// mappedChunk is how much one decryption call of a mapped read covers;
+// each runs on the goroutine that guards it against faults
+// (crypt.Cipher.DecryptSerial, see Ciphertext).
 const mappedChunk = 128 << 10
 
 // Ciphertext is a data segment's ciphertext mapped read-only from the
@@ -103,7 +103,7 @@ func (ct *Ciphertext) decrypt(dst []byte, off int64) error {
 			}
 			lo, hi := i*mappedChunk, min((i+1)*mappedChunk, len(dst))
 			at := off + int64(lo)
-			if err := ct.c.Decrypt(dst[lo:hi], ct.data[at:at+int64(hi-lo)], uint64(at)/512+ct.ivTweak); err != nil {
+			if err := ct.c.DecryptSerial(dst[lo:hi], ct.data[at:at+int64(hi-lo)], uint64(at)/512+ct.ivTweak); err != nil {
 				errs[w] = fmt.Errorf("read ciphertext at %d: %w", at, err)
 			}
 		}

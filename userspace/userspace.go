@@ -131,6 +131,14 @@ func Serve(dir string, dev Device, o Options) (*Mount, error) {
 	if o.ReadOnly {
 		extra = append(extra, "ro") // for fusermount3; mount(2) has MS_RDONLY
 	}
+	// Root mounts with mount(2) only, so that its errno is the failure's;
+	// another user tries mount(2) (it may hold CAP_SYS_ADMIN), then
+	// fusermount3, whose own message is the one that says why it failed.
+	privileged := os.Geteuid() == 0
+	helperOutput := func() string { return "" }
+	if !privileged {
+		helperOutput = captureStderr()
+	}
 	server, err := fs.Mount(dir, root, &fs.Options{
 		EntryTimeout: &timeout,
 		AttrTimeout:  &timeout,
@@ -138,14 +146,15 @@ func Serve(dir string, dev Device, o Options) (*Mount, error) {
 		GID:          o.GID,
 		Logger:       quiet,
 		MountOptions: fuse.MountOptions{
-			FsName:           o.Source,
-			Name:             "volcrypt",
-			DirectMount:      true, // and fusermount3 if it fails
-			DirectMountFlags: flags,
-			Options:          extra,
-			MaxWrite:         maxRequest,
-			MaxReadAhead:     maxRequest,
-			MaxBackground:    64,
+			FsName:            o.Source,
+			Name:              "volcrypt",
+			DirectMount:       true,       // and fusermount3 if it fails,
+			DirectMountStrict: privileged, // except for root
+			DirectMountFlags:  flags,
+			Options:           extra,
+			MaxWrite:          maxRequest,
+			MaxReadAhead:      maxRequest,
+			MaxBackground:     64,
 			// Asynchronous direct I/O (a loop device's, with
 			// --direct-io) stays asynchronous: its requests are
 			// sent together and served in parallel. And shared
@@ -157,9 +166,12 @@ func Serve(dir string, dev Device, o Options) (*Mount, error) {
 			Logger:            quiet,
 		},
 	})
+	msg := helperOutput()
 	if err != nil {
-		if _, ferr := fusermount(); ferr != nil && os.Geteuid() != 0 {
+		if _, ferr := fusermount(); ferr != nil && !privileged {
 			err = fmt.Errorf("%w (mount(2): %w)", ferr, err)
+		} else if msg != "" {
+			err = fmt.Errorf("%s (%w)", msg, err)
 		}
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}

@@ -244,33 +244,38 @@ func TestServeMappedFault(t *testing.T) {
 	if _, err := exec.LookPath("dd"); err != nil {
 		t.Skip("needs dd")
 	}
-	const size = 1 << 20
+	const size = 4 << 20
 	e := newEngine(t, size)
 	m := serve(t, e, userspace.Options{Ciphertext: e.mapped(t)})
-	dd := func(skip, count int) (string, error) {
-		out, err := exec.Command("dd", "if="+m.Path, "of=/dev/null", "bs=16k",
+	dd := func(bs string, skip, count int) (string, error) {
+		out, err := exec.Command("dd", "if="+m.Path, "of=/dev/null", "bs="+bs, "iflag=direct",
 			fmt.Sprintf("skip=%d", skip), fmt.Sprintf("count=%d", count)).CombinedOutput()
 		return string(out), err
 	}
-	_, err := dd(0, 4)
+	_, err := dd("16k", 0, 4)
 	require.NoError(t, err)
 
-	require.NoError(t, e.file.Truncate(dataOffset+size/2))
+	require.NoError(t, e.file.Truncate(dataOffset+size/4)) // the cut at 1 MiB
 	for _, tc := range []struct {
 		name        string
+		bs          string
 		skip, count int
 	}{
-		{"past-the-cut", 32, 4},
-		{"straddling-the-cut", 31, 2},
+		{"past-the-cut", "16k", 80, 4},
+		{"straddling-the-cut", "16k", 63, 2},
+		// 1 MiB requests: decrypted in chunks on several goroutines,
+		// each of which must turn its own fault into an error.
+		{"1MiB-past-the-cut", "1M", 2, 2},
+		{"1MiB-straddling-the-cut", "1M", 0, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out, err := dd(tc.skip, tc.count)
+			out, err := dd(tc.bs, tc.skip, tc.count)
 			require.Error(t, err)
 			require.Contains(t, out, "Input/output error")
 		})
 	}
 	// Still served: what is left reads, and the mount unmounts cleanly.
-	_, err = dd(0, 4)
+	_, err = dd("16k", 0, 4)
 	require.NoError(t, err)
 	require.NoError(t, m.Unmount())
 	require.NoError(t, m.Wait())
@@ -601,4 +606,9 @@ func TestUnprivilegedHelper(t *testing.T) {
 	_, ok, err = userspace.Lookup(m.Dir)
 	require.NoError(t, err)
 	require.False(t, ok, "unmounted")
+	require.ErrorIs(t, userspace.Unmount(m.Dir), syscall.EINVAL, "not mounted (told by the mount table)")
+
+	// fusermount3's own message says why a mount failed.
+	_, err = userspace.Serve("/", e, userspace.Options{UID: uid, GID: gid})
+	require.ErrorContains(t, err, "no write access to mountpoint /")
 }
