@@ -60,7 +60,9 @@ type Escrow func(password []byte, keyslot int) error
 // the header that names it is written. The slot exists only if escrow
 // returned nil: an escrow error, or the process killed while escrow runs,
 // leaves the volume as it was, so no recovery password opens it that
-// nobody stored. A nil escrow stores nothing.
+// nobody stored (after an error the slot's key material is wiped too; after
+// a kill it stays in the unused area, unusable without the salt that only
+// the unwritten header held). A nil escrow stores nothing.
 func (v *Volume) EnrollRecoveryEscrowed(ctx context.Context, volumeKey []byte, slot int, escrow Escrow) (*secret.Buffer, int, error) {
 	pw, err := recovery.Generate()
 	if err != nil {
@@ -85,6 +87,10 @@ func (v *Volume) EnrollRecoveryEscrowed(ctx context.Context, volumeKey []byte, s
 			return nil
 		}
 		if err := escrow(pass.Bytes(), slot); err != nil {
+			// No header ever named the slot; its key material goes too.
+			if werr := header.WipeArea(v.hdr, h.Meta.Keyslots[slot].Area); werr != nil {
+				err = errors.Join(err, fmt.Errorf("wipe the unused key material: %w", werr))
+			}
 			return &EscrowError{Keyslot: slot, Err: err}
 		}
 		return nil
