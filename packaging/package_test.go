@@ -72,6 +72,7 @@ g=$(mktemp -d)
 echo 'data /dev/vdb none nofail' >"$g/crypttab"
 /usr/lib/systemd/system-generators/volcrypt-generator --crypttab "$g/crypttab" "$g" "$g" "$g"
 test -L "$g/cryptsetup.target.wants/volcrypt@data.service"
+test "$(readlink "$g/volcrypt.service")" = /dev/null
 (cd "$g" && SYSTEMD_UNIT_PATH="$g:" systemd-analyze verify --man=no volcrypt@data.service)
 /usr/lib/systemd/system-generators/volcrypt-generator "$g/empty" "$g/empty" "$g/empty"
 echo generator-ok

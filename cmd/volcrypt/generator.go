@@ -43,7 +43,10 @@ after cryptsetup-pre.target, pulled in by cryptsetup.target (remote-cryptsetup.t
 through .requires, or .wants with nofail (which then does not order cryptsetup.target after it),
 not at all with noauto; /dev/mapper/NAME requires it. x-initrd.attach lines are not stopped at
 shutdown (the initramfs opened them); in the initramfs (/etc/initrd-release) only they get units.
-A missing table writes nothing; a malformed one writes nothing and fails.`,
+A missing table writes nothing; a malformed line is skipped with a warning (as
+systemd-cryptsetup-generator does), the others get their units. When it writes units it masks
+volcrypt.service (a link to /dev/null in NORMAL-DIR), which would open the same volumes at the same
+time and ask for their passphrases twice.`,
 		Hidden: true,
 		Args:   cobra.RangeArgs(1, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -54,14 +57,28 @@ A missing table writes nothing; a malformed one writes nothing and fails.`,
 				}
 				o.exe = exe
 			}
-			entries, err := crypttab.ParseFile(o.table)
+			// The units run from / and say where they come from: a relative
+			// table would name nothing there.
+			table, err := filepath.Abs(o.table)
+			if err != nil {
+				return usageError{err}
+			}
+			o.table = table
+			warn := func(msg string) { fmt.Fprintf(a.stderr, "volcrypt-generator: %s\n", msg) }
+			entries, err := parseTableLenient(o.table, warn)
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil
 			}
 			if err != nil {
-				return usageError{err}
+				return err
 			}
-			return writeUnits(args[0], entries, o, func(msg string) { fmt.Fprintf(a.stderr, "volcrypt-generator: %s\n", msg) })
+			n, err := writeUnits(args[0], entries, o, warn)
+			if n > 0 {
+				// volcrypt.service would open the same lines at the same time,
+				// and both would ask for their passphrases.
+				err = errors.Join(err, maskAllService(args[0]))
+			}
+			return err
 		},
 	}
 	fs := cmd.Flags()
@@ -77,9 +94,62 @@ func inInitrd() bool {
 	return err == nil
 }
 
-// writeUnits writes the units and links of entries into dir.
-func writeUnits(dir string, entries []crypttab.Entry, o generatorOptions, warn func(string)) error {
+// allService is the unit that opens every line of the table in one go,
+// for systems without generators.
+const allService = "volcrypt.service"
+
+// maskAllService masks allService in the generator directory dir, as
+// systemd-debug-generator masks units: a link to /dev/null, which takes
+// precedence over the vendor unit (an administrator's copy in
+// /etc/systemd/system still wins).
+func maskAllService(dir string) error {
+	err := os.Symlink("/dev/null", filepath.Join(dir, allService))
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	return err
+}
+
+// parseTableLenient parses the table at path line by line: a malformed
+// line, or a second line for a name, is reported through warn and skipped,
+// and the other lines still count, as systemd-cryptsetup-generator treats
+// /etc/crypttab (one typo must not take every volume's unit away at boot).
+func parseTableLenient(path string, warn func(string)) ([]crypttab.Entry, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read crypttab: %w", err)
+	}
+	var entries []crypttab.Entry
+	seen := map[string]int{}
+	for i, line := range strings.Split(string(b), "\n") {
+		n := i + 1
+		es, err := crypttab.Parse(strings.NewReader(line))
+		var pe *crypttab.ParseError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		if err != nil {
+			warn(fmt.Sprintf("%s:%d: %v; line skipped", path, n, err))
+			continue
+		}
+		for _, e := range es {
+			if prev, ok := seen[e.Name]; ok {
+				warn(fmt.Sprintf("%s:%d: %s: name already used on line %d; line skipped", path, n, e.Name, prev))
+				continue
+			}
+			seen[e.Name] = n
+			e.Line = n
+			entries = append(entries, e)
+		}
+	}
+	return entries, nil
+}
+
+// writeUnits writes the units and links of entries into dir and returns
+// how many units it wrote.
+func writeUnits(dir string, entries []crypttab.Entry, o generatorOptions, warn func(string)) (int, error) {
 	var errs []error
+	n := 0
 	for _, e := range entries {
 		if o.initrd && !e.Options.InitrdAttach {
 			continue
@@ -90,9 +160,11 @@ func writeUnits(dir string, entries []crypttab.Entry, o generatorOptions, warn f
 		}
 		if err := writeUnit(dir, e, o); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", e.Name, err))
+			continue
 		}
+		n++
 	}
-	return errors.Join(errs...)
+	return n, errors.Join(errs...)
 }
 
 // unitFor is the unit that opens the volume called name.

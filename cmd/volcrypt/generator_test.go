@@ -78,6 +78,7 @@ func TestGenerateUnits(t *testing.T) {
 		"dev-mapper-img.device.requires/volcrypt@img.service -> ../volcrypt@img.service",
 		"dev-mapper-root.device.d/40-device-timeout.conf", "dev-mapper-net.device.d/40-device-timeout.conf",
 		"dev-mapper-img.device.d/40-device-timeout.conf", "dev-sdc.device.d/40-device-timeout.conf",
+		"volcrypt.service -> /dev/null",
 	}, generated(t, dir))
 
 	for _, tc := range []struct {
@@ -137,6 +138,19 @@ func TestGenerateUnits(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		require.NoError(t, err, "%s", out)
 		require.NotContains(t, string(out), "volcrypt@")
+
+		// The generated units replace the packaged volcrypt.service: it is
+		// masked, so it cannot open the same volumes alongside them.
+		vendor, err := filepath.Abs(filepath.Join("..", "..", "packaging", "systemd"))
+		require.NoError(t, err)
+		verifyAll := func(unitPath string) string {
+			cmd := exec.Command(sa, "verify", "--man=no", "volcrypt.service")
+			cmd.Env = append(os.Environ(), "SYSTEMD_UNIT_PATH="+unitPath)
+			out, _ := cmd.CombinedOutput() // fails either way: /usr/sbin/volcrypt is not installed here
+			return string(out)
+		}
+		require.Contains(t, verifyAll(dir+":"+vendor+":"), "Unit volcrypt.service is masked.")
+		require.NotContains(t, verifyAll(vendor+":"), "masked", "without the generator's directory")
 	})
 }
 
@@ -146,16 +160,43 @@ func TestGenerateUnitsInitrdAndTables(t *testing.T) {
 	mustRun(t, "", "generate-units", "--initrd", "--crypttab", table, dir)
 	require.ElementsMatch(t, []string{"volcrypt@root.service", "cryptsetup.target.requires/volcrypt@root.service -> ../volcrypt@root.service",
 		"dev-mapper-root.device.requires/volcrypt@root.service -> ../volcrypt@root.service",
-		"dev-mapper-root.device.d/40-device-timeout.conf"}, generated(t, dir))
+		"dev-mapper-root.device.d/40-device-timeout.conf", "volcrypt.service -> /dev/null"}, generated(t, dir))
 
-	// No table: nothing to do. A malformed one: nothing written, an error.
+	// No table, or no line for a unit: nothing to do, volcrypt.service not masked.
 	dir = t.TempDir()
 	mustRun(t, "", "generate-units", "--crypttab", filepath.Join(t.TempDir(), "missing"), dir)
 	require.Empty(t, generated(t, dir))
-	r := volcrypt(t, "", "generate-units", "--crypttab", crypttabFile(t, "ok /dev/x", "broken"), dir)
-	require.Equal(t, 1, r.code, r.stderr)
-	require.Contains(t, r.stderr, "crypttab syntax error")
+	mustRun(t, "", "generate-units", "--initrd", "--crypttab", crypttabFile(t, "# none", "data /dev/vdb none"), dir)
 	require.Empty(t, generated(t, dir))
+
+	// Malformed lines and a second line for a name are skipped with a
+	// warning; the other lines get their units.
+	table = crypttabFile(t, "broken", "ok /dev/x", "bad /dev/y none tries=many", "ok /dev/z", "fine /dev/w")
+	r := mustRun(t, "", "generate-units", "--initrd=false", "--crypttab", table, dir)
+	require.Contains(t, r.stderr, table+":2: crypttab syntax error: need at least a name and a device; line skipped")
+	require.Contains(t, r.stderr, table+":4: crypttab syntax error: option tries=many")
+	require.Contains(t, r.stderr, table+":5: ok: name already used on line 3; line skipped")
+	units := []string{}
+	for _, f := range generated(t, dir) {
+		if name, _, _ := strings.Cut(f, " -> "); !strings.Contains(name, "/") {
+			units = append(units, f)
+		}
+	}
+	require.ElementsMatch(t, []string{"volcrypt@ok.service", "volcrypt@fine.service", "volcrypt.service -> /dev/null"}, units)
+	require.Contains(t, readUnit(t, dir, "volcrypt@ok.service"), "BindsTo=dev-x.device\n")
+
+	// A relative table is written as an absolute path: the units run from /.
+	wd, err := os.Getwd()
+	require.NoError(t, err)
+	rel, err := filepath.Rel(wd, table)
+	require.NoError(t, err)
+	require.False(t, filepath.IsAbs(rel))
+	dir = t.TempDir()
+	mustRun(t, "", "generate-units", "--initrd=false", "--crypttab", rel, dir)
+	u := readUnit(t, dir, "volcrypt@fine.service")
+	require.Contains(t, u, "SourcePath="+table+"\n")
+	require.Equal(t, []string{"attach-all", "--crypttab", table, "--", "fine"}, execStart(t, u)[1:])
+
 	r = volcrypt(t, "", "generate-units")
 	require.Equal(t, 1, r.code, "the output directory is needed")
 	require.NotContains(t, mustRun(t, "", "--help").stdout, "generate-units", "hidden")
