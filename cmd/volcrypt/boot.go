@@ -236,8 +236,8 @@ func (a *app) attachOne(e crypttab.Entry, o attachOptions, r *attachResult) {
 		SameCPUCrypt: eo.SameCPUCrypt, SubmitFromCryptCPUs: eo.SubmitFromCryptCPUs,
 		NoReadWorkqueue: eo.NoReadWorkqueue, NoWriteWorkqueue: eo.NoWriteWorkqueue}); err != nil {
 		if _, serr := volume.MappingStatus(e.Name); errors.Is(err, dm.ErrExists) && serr == nil {
-			// Another attach-all (volcrypt.service and a generated
-			// unit) opened it meanwhile: the goal is met.
+			// Another attach-all (run by hand, or a unit) opened it
+			// meanwhile: the goal is met.
 			r.Status = "active"
 			return
 		}
@@ -315,7 +315,7 @@ func (a *app) attachUnlock(v *volume.Volume, e crypttab.Entry, o attachOptions, 
 		return nil, -1, "", errors.Join(errs...)
 	}
 	for try := 1; eo.Tries == 0 || try <= eo.Tries; try++ {
-		passes, err := a.askPassphrase(e, r.Path, try == 1)
+		passes, typo, err := a.askPassphrase(e, r.Path, try == 1)
 		if err != nil {
 			if errors.Is(err, passphrase.ErrNoTerminal) && len(errs) > 0 {
 				// Nobody to ask: the TPM's or key file's reason is the news.
@@ -323,11 +323,18 @@ func (a *app) attachUnlock(v *volume.Volume, e crypttab.Entry, o attachOptions, 
 			}
 			return nil, -1, "", err
 		}
-		vk, slot, err := unlockAny(v, passes, eo.KeySlot)
-		if err == nil {
-			return vk, slot, "passphrase", nil
+		var vk *secret.Buffer
+		var slot int
+		if len(passes) > 0 {
+			if vk, slot, err = unlockAny(v, passes, eo.KeySlot); err == nil {
+				return vk, slot, "passphrase", nil
+			}
+		} else {
+			// Only mistyped recovery passwords: a failed try, with the
+			// group to check (not the end of the boot).
+			err = typo
 		}
-		if !errors.Is(err, header.ErrWrongKey) || try == eo.Tries {
+		if !(errors.Is(err, header.ErrWrongKey) || errors.Is(err, errRecoveryTypo)) || try == eo.Tries {
 			return nil, -1, "", err
 		}
 		fmt.Fprintf(a.stderr, "%s: %s; try again\n", e.Name, oneLine(err))
@@ -361,31 +368,39 @@ func wipeAll(bs [][]byte) {
 // standard input. On the first try, systemd-ask-password may answer with
 // the passphrases cached in the kernel keyring (key "cryptsetup", shared
 // with systemd-cryptsetup) instead of asking. Recovery passwords are
-// normalized.
-func (a *app) askPassphrase(e crypttab.Entry, path string, first bool) ([][]byte, error) {
+// normalized; answers that look like one but fail its check are left out,
+// the last such error returned as typo (errRecoveryTypo, naming the group
+// to check): a typed typo is a failed try, and a cached entry that merely
+// looks like a recovery password (another volume's passphrase) must not
+// stop the others from being tried.
+func (a *app) askPassphrase(e crypttab.Entry, path string, first bool) (passes [][]byte, typo, err error) {
 	prompt := fmt.Sprintf("Please enter passphrase or recovery password for disk %s (%s): ", e.Name, path)
 	var bs [][]byte
 	if ask, ok := a.askThroughSystemd(); ok {
-		var err error
 		if bs, err = systemdAskPassword(ask, a.stdin, "cryptsetup:"+path, "cryptsetup", first, prompt); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	} else {
 		b, err := a.prompt.Ask(prompt, false)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		bs = [][]byte{b}
 	}
-	for i, b := range bs {
+	for _, b := range bs {
 		n, err := normalizeRecovery(b)
-		if err != nil {
+		switch {
+		case errors.Is(err, errRecoveryTypo):
+			typo = err
+		case err != nil:
 			wipeAll(bs)
-			return nil, err
+			wipeAll(passes)
+			return nil, nil, err
+		default:
+			passes = append(passes, n)
 		}
-		bs[i] = n
 	}
-	return bs, nil
+	return passes, typo, nil
 }
 
 // askThroughSystemd says whether prompts go through systemd-ask-password

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -136,6 +137,7 @@ func TestAttachAllTPMFallback(t *testing.T) {
 
 func TestAttachAllFailures(t *testing.T) {
 	img, kf := formatted(t, "right")
+	const typo = "000001-000000-000000-000000-000000-000000-000000-000000" // group 1: not a multiple of 11
 	for _, tc := range []struct {
 		name, line, stdin string
 		code              int
@@ -143,6 +145,11 @@ func TestAttachAllFailures(t *testing.T) {
 	}{
 		{"wrong-twice", img + " none tries=2", "wrong\nwrong again\n", 2, []string{"try again", "no key available"}},
 		{"wrong-then-right", img + " none tries=2", "wrong\nright\n", 0, []string{"try again"}},
+		// A mistyped recovery password costs one try, with the group to check.
+		{"recovery-typo-then-right", img + " none tries=3", typo + "\nright\n", 0,
+			[]string{"v: recovery password mistyped: ", "check the digits of group 1; try again"}},
+		{"recovery-typo-every-try", img + " none tries=2", typo + "\n" + typo + "\n", 2,
+			[]string{"try again", "v: failed: recovery password mistyped"}},
 		{"wrong-key-file-then-prompt", img + " " + keyFile(t, "nope"), "right\n", 0, []string{"asking for a passphrase"}},
 		{"headless-no-key", img + " none headless", "right\n", 1, []string{"headless: no TPM2 enrollment or key file"}},
 		{"headless-wrong-key-file", img + " " + keyFile(t, "nope") + " headless", "", 2, []string{"key file"}},
@@ -268,9 +275,13 @@ func TestAttachAllTPMPIN(t *testing.T) {
 // askAgent is a systemd password agent (systemd's PASSWORD_AGENTS.md) for
 // the queries whose Id is id: it answers them in turn with replies ("+…"
 // a password, "-" cancel; "-" once they run out) and records each
-// query's AcceptCached.
+// query's AcceptCached. It watches the ask-password directory of the
+// process watch names, through /proc/PID/root: the test's volcrypt runs
+// in its own mount namespace with a private tmpfs there, so neither the
+// host's agents nor its queries are involved.
 type askAgent struct {
 	mu     sync.Mutex
+	dir    string
 	cached []string
 }
 
@@ -291,7 +302,13 @@ func startAskAgent(t *testing.T, id string, replies ...string) *askAgent {
 				return
 			case <-time.After(10 * time.Millisecond):
 			}
-			files, _ := filepath.Glob(filepath.Join(askDir, "ask.*"))
+			ag.mu.Lock()
+			dir := ag.dir
+			ag.mu.Unlock()
+			if dir == "" {
+				continue
+			}
+			files, _ := filepath.Glob(filepath.Join(dir, "ask.*"))
 			for _, f := range files {
 				b, err := os.ReadFile(f)
 				if err != nil || seen[f] {
@@ -314,7 +331,9 @@ func startAskAgent(t *testing.T, id string, replies ...string) *askAgent {
 				}
 				ag.cached = append(ag.cached, q["AcceptCached"])
 				ag.mu.Unlock()
-				c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: q["Socket"], Net: "unixgram"})
+				// The socket's path, as the asking process's namespace sees it.
+				sock := filepath.Join(dir, strings.TrimPrefix(q["Socket"], askDir))
+				c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: sock, Net: "unixgram"})
 				if err == nil {
 					_, _ = c.Write([]byte(reply))
 					c.Close()
@@ -325,6 +344,13 @@ func startAskAgent(t *testing.T, id string, replies ...string) *askAgent {
 	return ag
 }
 
+// watch makes the agent answer the queries of process pid's namespace.
+func (ag *askAgent) watch(pid int) {
+	ag.mu.Lock()
+	defer ag.mu.Unlock()
+	ag.dir = fmt.Sprintf("/proc/%d/root%s", pid, askDir)
+}
+
 func (ag *askAgent) queries() []string {
 	ag.mu.Lock()
 	defer ag.mu.Unlock()
@@ -332,47 +358,77 @@ func (ag *askAgent) queries() []string {
 }
 
 // cachedKey finds the passphrases systemd-ask-password caches (key
-// "cryptsetup" in the user keyring).
-func cachedKey() (int, bool) {
+// "cryptsetup" in the user keyring, NUL-separated) and returns the key's
+// id and payload.
+func cachedKey() (int, []byte, bool) {
 	id, err := unix.KeyctlSearch(unix.KEY_SPEC_USER_KEYRING, "user", "cryptsetup", 0)
-	return id, err == nil
+	if err != nil {
+		return 0, nil, false
+	}
+	buf := make([]byte, 4096)
+	n, err := unix.KeyctlBuffer(unix.KEYCTL_READ, id, buf, 0)
+	if err != nil || n > len(buf) {
+		return id, nil, true
+	}
+	return id, buf[:n], true
 }
 
-func dropCachedKey() {
-	if id, ok := cachedKey(); ok {
+// dropCachedKey invalidates the cached passphrases if they hold pass:
+// this test's, never a key someone else cached.
+func dropCachedKey(pass string) {
+	id, payload, ok := cachedKey()
+	if ok && slices.ContainsFunc(bytes.Split(payload, []byte{0}), func(p []byte) bool { return string(p) == pass }) {
 		_, _ = unix.KeyctlInt(unix.KEYCTL_INVALIDATE, id, 0, 0, 0)
 	}
 }
 
 // TestAttachAllAskPassword runs attach-all as a systemd unit would (no
 // terminal, $INVOCATION_ID) against a real systemd-ask-password, with the
-// test as the password agent.
+// test as the password agent. volcrypt runs under unshare -m with a tmpfs
+// on /run/systemd/ask-password: the host's agents see none of the
+// queries. The passphrases systemd-ask-password caches go to root's user
+// keyring (shared with the host: it has no namespace of its own here);
+// only a key holding this test's random passphrase is dropped.
 func TestAttachAllAskPassword(t *testing.T) {
-	if _, err := exec.LookPath("systemd-ask-password"); err != nil {
-		t.Skip("systemd-ask-password not installed (Debian package systemd)")
+	for _, tool := range []string{"systemd-ask-password", "unshare", "mount"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
 	}
+	if os.Getuid() != 0 {
+		t.Skip("needs root: a private mount namespace for the password agent's directory")
+	}
+	// The mount point of the private tmpfs (an empty directory).
 	if err := os.MkdirAll(askDir, 0o755); err != nil {
 		t.Skipf("cannot be a password agent here: %v", err)
 	}
-	if _, ok := cachedKey(); ok {
+	if out, err := exec.Command("unshare", "-m", "mount", "-t", "tmpfs", "tmpfs", askDir).CombinedOutput(); err != nil {
+		t.Skipf("no private mount namespace here: %v: %s", err, out)
+	}
+	if _, _, ok := cachedKey(); ok {
 		t.Skip(`a passphrase cached by systemd-ask-password (key "cryptsetup" in the user keyring) would answer before this test's agent; it expires 2.5 minutes after it was stored`)
 	}
-	t.Cleanup(dropCachedKey) // what this test cached
 	pass := rand.Text()
+	t.Cleanup(func() { dropCachedKey(pass) }) // what this test cached
 	img, _ := formatted(t, pass)
 	table := crypttabFile(t, "v "+img+" none tries=2")
 	id := "cryptsetup:" + img
-	asUnit := func(stdin string) result {
+	asUnit := func(ag *askAgent, stdin string) result {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, binary, "attach-all", "--test", "--json", "--crypttab", table)
+		// unshare execs sh, which execs volcrypt: one PID throughout.
+		cmd := exec.CommandContext(ctx, "unshare", "-m", "--propagation", "private", "sh", "-c",
+			`mount -t tmpfs -o mode=0755 tmpfs "$0" && exec "$@"`, askDir,
+			binary, "attach-all", "--test", "--json", "--crypttab", table)
 		cmd.Env = append(os.Environ(), "VOLCRYPT_TEST_AS_CLI=1", "INVOCATION_ID=0123456789abcdef0123456789abcdef")
 		if stdin != "" {
 			cmd.Stdin = strings.NewReader(stdin)
 		}
 		var out, errb strings.Builder
 		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
+		require.NoError(t, cmd.Start())
+		ag.watch(cmd.Process.Pid)
+		err := cmd.Wait()
 		var ee *exec.ExitError
 		if err != nil && !errors.As(err, &ee) {
 			require.NoError(t, err)
@@ -382,33 +438,46 @@ func TestAttachAllAskPassword(t *testing.T) {
 
 	t.Run("wrong-then-right", func(t *testing.T) {
 		ag := startAskAgent(t, id, "+wrong", "+"+pass)
-		r := asUnit("")
+		r := asUnit(ag, "")
 		require.Equal(t, 0, r.code, r.stderr)
 		require.Equal(t, map[string]string{"v": "tested/passphrase"}, statuses(attachSummaryOf(t, r)))
 		require.Contains(t, r.stderr, "try again")
 		require.Equal(t, []string{"1", "0"}, ag.queries(), "cached answers accepted on the first try only")
 	})
 	t.Run("cached", func(t *testing.T) {
-		if _, ok := cachedKey(); !ok {
+		if _, _, ok := cachedKey(); !ok {
 			t.Skip("the kernel keyring kept nothing (not usable here)")
 		}
 		ag := startAskAgent(t, id)
-		r := asUnit("")
+		r := asUnit(ag, "")
 		require.Equal(t, 0, r.code, r.stderr)
 		require.Equal(t, map[string]string{"v": "tested/passphrase"}, statuses(attachSummaryOf(t, r)))
 		require.Empty(t, ag.queries(), "both cached answers tried, no one asked")
 	})
+	t.Run("cached-malformed-recovery-skipped", func(t *testing.T) {
+		// Another volume's passphrase that looks like a mistyped recovery
+		// password is cached with this one: it is skipped, not fatal.
+		dropCachedKey(pass)
+		const typo = "000001-000000-000000-000000-000000-000000-000000-000000"
+		_, err := unix.AddKey("user", "cryptsetup", []byte(typo+"\x00"+pass+"\x00"), unix.KEY_SPEC_USER_KEYRING)
+		require.NoError(t, err)
+		ag := startAskAgent(t, id)
+		r := asUnit(ag, "")
+		require.Equal(t, 0, r.code, r.stderr)
+		require.Equal(t, map[string]string{"v": "tested/passphrase"}, statuses(attachSummaryOf(t, r)))
+		require.Empty(t, ag.queries(), "the good cached answer opened it, no one asked")
+	})
 	t.Run("cancelled", func(t *testing.T) {
-		dropCachedKey()
+		dropCachedKey(pass)
 		ag := startAskAgent(t, id, "-")
-		r := asUnit("")
+		r := asUnit(ag, "")
 		require.NotEqual(t, 0, r.code, r.stderr)
 		require.Contains(t, r.stderr, "systemd-ask-password")
 		require.Len(t, ag.queries(), 1)
 	})
 	t.Run("piped-standard-input-wins", func(t *testing.T) {
 		ag := startAskAgent(t, id, "+wrong")
-		r := asUnit(pass + "\n")
+		r := asUnit(ag, pass+"\n")
 		require.Equal(t, 0, r.code, r.stderr)
 		require.Empty(t, ag.queries())
 	})
