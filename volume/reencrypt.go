@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -65,11 +66,22 @@ func Encrypt(ctx context.Context, path string, passphrase []byte, o EncryptOptio
 
 	var job *shiftJob
 	h, err := header.Read(f)
+	primary, secondary, merr := luks2Magic(f)
+	if merr != nil {
+		return nil, merr
+	}
 	switch {
-	case err == nil:
+	case err == nil && primary:
 		job, err = resumeShiftJob(f, h, passphrase)
+	case err == nil || primary || secondary > 0:
+		// A header without its primary copy, or a damaged one: format
+		// was interrupted before it wrote the primary copy (the last of
+		// its writes). No data is encrypted yet and the head of the data
+		// is safe in the moved segment: format again, without copying
+		// the (partly overwritten) head over that copy.
+		job, err = restartShiftJob(ctx, f, h, secondary, passphrase, o)
 	case errors.Is(err, header.ErrNotLUKS):
-		job, err = startShiftJob(ctx, f, passphrase, o)
+		job, err = startShiftJob(ctx, f, passphrase, o, false)
 	default:
 		return nil, fmt.Errorf("read header of %s: %w", path, err)
 	}
@@ -160,7 +172,10 @@ func (o EncryptOptions) withDefaults() EncryptOptions {
 	return o
 }
 
-func startShiftJob(ctx context.Context, f *os.File, passphrase []byte, o EncryptOptions) (*shiftJob, error) {
+// startShiftJob formats the header of an encryption with a data shift
+// over the head of the plain data, first copying that head to the moved
+// segment unless copied says it is there already.
+func startShiftJob(ctx context.Context, f *os.File, passphrase []byte, o EncryptOptions, copied bool) (*shiftJob, error) {
 	r := o.ReduceDeviceSizeBytes
 	if r <= 0 {
 		return nil, fmt.Errorf("%w: in-place encryption needs --reduce-device-size (space freed at the end of the device for the header)", kdf.ErrInvalidParams)
@@ -195,7 +210,7 @@ func startShiftJob(ctx context.Context, f *os.File, passphrase []byte, o Encrypt
 		j.close()
 		return nil, fmt.Errorf("volume key: %w", err)
 	}
-	if err := j.format(ctx, passphrase, o); err != nil {
+	if err := j.format(ctx, passphrase, o, copied); err != nil {
 		j.close()
 		return nil, err
 	}
@@ -204,7 +219,7 @@ func startShiftJob(ctx context.Context, f *os.File, passphrase []byte, o Encrypt
 
 // format builds the header in memory, moves the head of the data to the
 // moved segment and writes the header over it.
-func (j *shiftJob) format(ctx context.Context, passphrase []byte, o EncryptOptions) error {
+func (j *shiftJob) format(ctx context.Context, passphrase []byte, o EncryptOptions, copied bool) error {
 	iter, err := digestIterations(ctx, o.KDF, o.Hash, j.vk.Len())
 	if err != nil {
 		return err
@@ -245,30 +260,160 @@ func (j *shiftJob) format(ctx context.Context, passphrase []byte, o EncryptOptio
 	if j.c, err = crypt.New(j.cipher, j.vk.Bytes(), j.sector); err != nil {
 		return err
 	}
-	// Copy the head to the moved segment; until the header exists a rerun
-	// starts over and copies it again.
-	if err := copyRange(j.f, j.moved, 0, j.shift); err != nil {
-		return fmt.Errorf("move the start of the data: %w", err)
+	// Copy the head to the moved segment; until a header copy exists a
+	// rerun starts over and copies it again.
+	if !copied {
+		if err := copyRange(j.f, j.moved, 0, j.shift); err != nil {
+			return fmt.Errorf("move the start of the data: %w", err)
+		}
 	}
-	// The secondary copy and the key slots first, with zeros over the
-	// plain data in the rest of the key-slot area (its copy is safe in the
-	// moved segment): if only they are written, the device already reads
-	// as LUKS (the secondary copy) and a rerun resumes instead of copying
-	// the overwritten head again.
-	if err := writeSync(j.f, img.b[h.Size:], h.Size); err != nil {
+	// Each write below is flushed before the next one starts. The
+	// secondary copy first: from then on a rerun sees a LUKS2 magic and
+	// never copies the head again (see Encrypt). Then the key slots, the
+	// zeros over the plain data up to the data offset (its copy is safe in
+	// the moved segment) and, last, the primary copy: while it is missing a
+	// rerun formats again (restartShiftJob).
+	// Its first sector, with the magic, is written alone: sector writes
+	// are atomic, so no byte of the head changes before the magic is there.
+	if err := j.formatWrite(img.b[h.Size:h.Size+512], h.Size); err != nil {
+		return fmt.Errorf("write header: %w", err)
+	}
+	if err := j.formatWrite(img.b[h.Size+512:2*h.Size], h.Size+512); err != nil {
 		return fmt.Errorf("write header: %w", err)
 	}
 	j.formatted = true
-	if end := h.KeyslotsEnd(); end < j.shift {
-		// Plain data between the key slots and the data offset, too.
-		if err := zeroRange(j.f, end, j.shift); err != nil {
+	if err := j.formatWrite(img.b[2*h.Size:], 2*h.Size); err != nil {
+		return fmt.Errorf("write key slots: %w", err)
+	}
+	zeros := make([]byte, 1<<20)
+	for off := h.KeyslotsEnd(); off < j.shift; {
+		n := min(int64(len(zeros)), j.shift-off)
+		if err := j.formatWrite(zeros[:n], off); err != nil {
 			return fmt.Errorf("wipe the plain data under the header: %w", err)
 		}
+		off += n
 	}
-	if err := writeSync(j.f, img.b[:h.Size], 0); err != nil {
+	if err := j.formatWrite(img.b[:h.Size], 0); err != nil {
 		return fmt.Errorf("write header: %w", err)
 	}
 	return nil
+}
+
+// formatTestHook, set only by tests, sees each write of shiftJob.format
+// before it is made. It can simulate a power cut: it returns the part of
+// the write that reaches the device (at off) and true, and format then
+// stops with errSimulatedCrash.
+var formatTestHook func(p []byte, off int64) (part []byte, partOff int64, crash bool)
+
+// errSimulatedCrash is the error of a write formatTestHook cut.
+var errSimulatedCrash = errors.New("simulated power cut")
+
+// formatWrite writes p at off and flushes it.
+func (j *shiftJob) formatWrite(p []byte, off int64) error {
+	if formatTestHook != nil {
+		if part, partOff, crash := formatTestHook(p, off); crash {
+			if err := writeSync(j.f, part, partOff); err != nil {
+				return err
+			}
+			return errSimulatedCrash
+		}
+	}
+	return writeSync(j.f, p, off)
+}
+
+// LUKS2 header copies' magics.
+var (
+	luks2PrimaryMagic   = []byte{'L', 'U', 'K', 'S', 0xba, 0xbe}
+	luks2SecondaryMagic = []byte{'S', 'K', 'U', 'L', 0xba, 0xbe}
+)
+
+// luks2Magic reports whether f starts with a LUKS header's magic and the
+// first legal offset holding a secondary copy's magic (0: none), checksums
+// aside.
+func luks2Magic(f io.ReaderAt) (primary bool, secondary int64, err error) {
+	b := make([]byte, len(luks2PrimaryMagic))
+	has := func(off int64, magic []byte) (bool, error) {
+		if _, err := f.ReadAt(b, off); err != nil {
+			if err == io.EOF {
+				return false, nil
+			}
+			return false, fmt.Errorf("read header magic: %w", err)
+		}
+		return bytes.Equal(b, magic), nil
+	}
+	if primary, err = has(0, luks2PrimaryMagic); err != nil {
+		return false, 0, err
+	}
+	for _, off := range header.HeaderSizes {
+		ok, err := has(off, luks2SecondaryMagic)
+		if err != nil {
+			return false, 0, err
+		}
+		if ok {
+			return primary, off, nil
+		}
+	}
+	return primary, 0, nil
+}
+
+// restartShiftJob formats again after a format that was interrupted before
+// it wrote the primary header copy (h: the secondary copy, when valid;
+// secondary: where a secondary magic is). It first checks that the moved
+// segment is a copy of the head for the shift it uses, where format has not
+// written yet, and refuses otherwise: copying the head again could copy
+// damaged data over the only good copy.
+func restartShiftJob(ctx context.Context, f *os.File, h *header.Header, secondary int64, passphrase []byte, o EncryptOptions) (*shiftJob, error) {
+	dev, err := deviceSize(f)
+	if err != nil {
+		return nil, err
+	}
+	shift := o.ReduceDeviceSizeBytes / 2
+	hdrSize := secondary
+	untouched := [][2]int64{}
+	if h != nil {
+		_, k := h.Meta.ReencryptKeyslot()
+		if k == nil || k.Mode != header.ReencryptEncrypt || k.Area.Type != "datashift" || k.Area.ShiftSize == nil {
+			return nil, fmt.Errorf("%w: %s has a LUKS header without its primary copy and no encryption to resume; repair it first", ErrNotInReencryption, f.Name())
+		}
+		if s := int64(*k.Area.ShiftSize); shift == 0 {
+			shift = s
+		} else if s != shift {
+			return nil, fmt.Errorf("%w: the interrupted encryption of %s moves the data by %d bytes: use --reduce-device-size %d", kdf.ErrInvalidParams, f.Name(), s, 2*s)
+		}
+		// The header names the moved segment: no comparison needed (the
+		// key slots, zeros and primary copy may all be partly written).
+		hdrSize = h.Size
+		if _, m := h.Meta.SegmentByFlag(header.FlagBackupMoved); m == nil || int64(m.Offset)+shift != dev {
+			return nil, fmt.Errorf("%w: the interrupted encryption of %s has no moved segment at its end", ErrNotInReencryption, f.Name())
+		}
+	} else if hdrSize > 0 {
+		// Only the secondary copy may have been written (torn).
+		untouched = append(untouched, [2]int64{0, hdrSize}, [2]int64{2 * hdrSize, shift})
+	}
+	if hdrSize == 0 || shift <= 0 || 2*hdrSize > shift || dev < 2*shift {
+		return nil, fmt.Errorf("%w: %s holds a damaged LUKS header; refusing to encrypt over it (restore it, or wipe it if it is stale)", ErrNotInReencryption, f.Name())
+	}
+	moved := dev - shift
+	a, b := make([]byte, 1<<20), make([]byte, 1<<20)
+	defer secret.Wipe(a)
+	defer secret.Wipe(b)
+	for _, r := range untouched {
+		for off := r[0]; off < r[1]; {
+			n := min(int64(len(a)), r[1]-off)
+			if _, err := f.ReadAt(a[:n], off); err != nil {
+				return nil, fmt.Errorf("read %s: %w", f.Name(), err)
+			}
+			if _, err := f.ReadAt(b[:n], moved+off); err != nil {
+				return nil, fmt.Errorf("read %s: %w", f.Name(), err)
+			}
+			if !bytes.Equal(a[:n], b[:n]) {
+				return nil, fmt.Errorf("%w: %s holds a damaged LUKS header and the end of the device is not a copy of its start for a %d-byte shift; refusing to encrypt over it", ErrNotInReencryption, f.Name(), shift)
+			}
+			off += n
+		}
+	}
+	o.ReduceDeviceSizeBytes = 2 * shift
+	return startShiftJob(ctx, f, passphrase, o, true)
 }
 
 func resumeShiftJob(f *os.File, h *header.Header, passphrase []byte) (*shiftJob, error) {
@@ -450,6 +595,9 @@ func (j *shiftJob) finish() error {
 	if !j.formatted {
 		if err := zeroRange(j.f, usedAreaEnd(j.h), j.h.KeyslotsEnd()); err != nil {
 			return fmt.Errorf("wipe the free key-slot area: %w", err)
+		}
+		if err := zeroRange(j.f, j.h.KeyslotsEnd(), j.shift); err != nil {
+			return fmt.Errorf("wipe the plain data under the header: %w", err)
 		}
 	}
 	if err := zeroRange(j.f, j.moved, j.moved+j.shift); err != nil {
