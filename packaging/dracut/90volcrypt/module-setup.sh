@@ -23,6 +23,13 @@ install() {
 	. "${VOLCRYPT_LIB:-/usr/share/volcrypt}/initrd-table.sh" || return 1
 	mkdir -p "$initdir/etc/volcrypt"
 	volcrypt_initrd_lines >"$initdir/etc/volcrypt/crypttab" || return 1
+	# With systemd in the initramfs, volcrypt asks through systemd-ask-password, answered by the
+	# console or plymouth agents dracut's systemd module brings (dracut-ng: its systemd-ask-password
+	# module); the binaries themselves, in case they are not there. Not tested here (dracut and
+	# initramfs-tools conflict on Debian).
+	if dracut_module_included systemd; then
+		inst_multiple -o systemd-ask-password systemd-tty-ask-password-agent
+	fi
 	# While dracut waits for root (initqueue), not after (pre-mount): root may be one of these volumes.
 	inst_hook initqueue/settled 50 "$moddir/volcrypt-attach.sh"
 }
