@@ -47,6 +47,8 @@ func exitCode(err error) (int, string) {
 		return exitWrongDev, "this kernel has no device-mapper (modprobe dm_crypt); scripts/vmtest runs volcrypt in a VM that has it"
 	case errors.Is(err, dm.ErrNotFound):
 		return exitWrongDev, ""
+	case errors.Is(err, userspace.ErrNoFusermount):
+		return exitWrongDev, "install fuse3 (fusermount3) or run as root"
 	case errors.Is(err, userspace.ErrNoFUSE):
 		return exitWrongDev, "modprobe fuse"
 	case errors.Is(err, loop.ErrNoLoop):

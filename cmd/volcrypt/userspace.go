@@ -116,6 +116,9 @@ func (a *app) openUserspace(cmd *cobra.Command, v *volume.Volume, key *secret.Bu
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		return fmt.Errorf("open %s: %w", v.Path, userspace.ErrNoFUSE)
 	}
+	if userspaceStateDir() == "" {
+		return usageError{errNoStateDir}
+	}
 	if _, ok, err := userspace.Lookup(mp); err != nil {
 		return err
 	} else if ok {
@@ -149,11 +152,18 @@ func (a *app) openUserspace(cmd *cobra.Command, v *volume.Volume, key *secret.Bu
 	if readOnly {
 		ro = "-r "
 	}
-	// --direct-io: the loop device sends its requests to the server
-	// asynchronously and keeps no second page cache (reads about twice as
-	// fast as without, measured on this host).
-	fmt.Fprintf(a.stderr, "%s is served as %s (%d bytes, %s).\nAttach it with: losetup %s-b %d --direct-io=on -f --show %s\nClose it with:  volcrypt close %s\n",
-		v.Path, st.File, st.SizeSectors*512, st.Mode, ro, st.SectorSize, st.File, mp)
+	fmt.Fprintf(a.stderr, "%s is served as %s (%d bytes, %s).\n", v.Path, st.File, st.SizeSectors*512, st.Mode)
+	if os.Geteuid() == 0 {
+		// --direct-io: the loop device sends its requests to the server
+		// asynchronously and keeps no second page cache (reads about
+		// twice as fast as without, measured on this host).
+		fmt.Fprintf(a.stderr, "Attach it with: losetup %s-b %d --direct-io=on -f --show %s\n", ro, st.SectorSize, st.File)
+	} else {
+		// Mounted through fusermount3 without allow_other: no other
+		// user, root (and so losetup) included, may open the file.
+		fmt.Fprintf(a.stderr, "Only you can open it (not even root, so no losetup): use it as a raw disk image, e.g. qemu -drive file=%s,format=raw,cache=none\n", st.File)
+	}
+	fmt.Fprintf(a.stderr, "Close it with:  volcrypt close %s\n", mp)
 	return nil
 }
 
@@ -232,22 +242,52 @@ func startServer(key *secret.Buffer, cfg []byte) (*userspaceStatus, error) {
 }
 
 // serverError is the server's one-line error, keeping its errno (when it had
-// one) so the exit code is the same as if open had failed itself.
+// one) and its sentinel (one of serverSentinels) so the exit code and hint
+// are the same as if open had failed itself.
 type serverError struct {
-	msg   string
-	errno syscall.Errno
+	msg      string
+	errno    syscall.Errno
+	sentinel error
 }
 
 func (e *serverError) Error() string { return e.msg }
 
-func (e *serverError) Unwrap() error {
-	if e.errno == 0 {
-		return nil
+func (e *serverError) Unwrap() []error {
+	var errs []error
+	if e.errno != 0 {
+		errs = append(errs, e.errno)
 	}
-	return e.errno
+	if e.sentinel != nil {
+		errs = append(errs, e.sentinel)
+	}
+	return errs
 }
 
-// The server's answer: "ok <state JSON>" or "error <errno> <message>".
+// serverSentinels are the errors that keep their identity through the
+// server's answer, by name.
+var serverSentinels = map[string]error{
+	"nofuse":       userspace.ErrNoFUSE,
+	"nofusermount": userspace.ErrNoFusermount,
+	"notdir":       userspace.ErrNotDir,
+	"inuse":        volume.ErrInUse,
+}
+
+// serverErrorAnswer is err as the server sends it: "error ERRNO[:NAME]
+// MESSAGE", NAME from serverSentinels.
+func serverErrorAnswer(err error) string {
+	var errno syscall.Errno
+	errors.As(err, &errno)
+	code := strconv.Itoa(int(errno))
+	for name, s := range serverSentinels {
+		if errors.Is(err, s) {
+			code += ":" + name
+			break
+		}
+	}
+	return fmt.Sprintf("error %s %s", code, oneLine(err))
+}
+
+// The server's answer: "ok <state JSON>" or serverErrorAnswer's.
 func parseServerAnswer(b []byte) (*userspaceStatus, error) {
 	word, rest, _ := strings.Cut(string(b), " ")
 	switch word {
@@ -258,9 +298,10 @@ func parseServerAnswer(b []byte) (*userspaceStatus, error) {
 		}
 		return &st, nil
 	case "error":
-		num, msg, _ := strings.Cut(rest, " ")
+		code, msg, _ := strings.Cut(rest, " ")
+		num, name, _ := strings.Cut(code, ":")
 		errno, _ := strconv.Atoi(num)
-		return nil, &serverError{msg: strings.TrimSpace(msg), errno: syscall.Errno(errno)}
+		return nil, &serverError{msg: strings.TrimSpace(msg), errno: syscall.Errno(errno), sentinel: serverSentinels[name]}
 	}
 	return nil, errors.New("the server exited without mounting")
 }
@@ -273,9 +314,7 @@ func runUserspaceServer() int {
 		return 1
 	}
 	if err := serveUserspace(in, out); err != nil {
-		var errno syscall.Errno
-		errors.As(err, &errno)
-		fmt.Fprintf(out, "error %d %s", int(errno), oneLine(err))
+		fmt.Fprint(out, serverErrorAnswer(err)) // unread once mounted
 		out.Close()
 		return 1
 	}
@@ -308,6 +347,18 @@ func serveUserspace(in, out *os.File) error {
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		return fmt.Errorf("read the config: %w", err)
 	}
+	// Served once, whoever serves it and wherever the state files are.
+	for _, p := range []string{cfg.Device, cfg.Header} {
+		if p == "" {
+			continue
+		}
+		c, err := userspace.ClaimFile(p, !cfg.ReadOnly)
+		if err != nil {
+			return err
+		}
+		defer c.Release()
+	}
+	protectFromOOM()
 
 	v, err := volume.Load(cfg.Device, volume.LoadOptions{HeaderFile: cfg.Header, ReadOnly: cfg.ReadOnly})
 	if err != nil {
@@ -357,6 +408,8 @@ func serveUserspace(in, out *os.File) error {
 		return err
 	}
 	statePath := userspaceStatePath(cfg.Mountpoint)
+	resultPath := userspaceResultPath(cfg.Mountpoint)
+	_ = os.Remove(resultPath) // a previous server's
 	if err := writeState(statePath, state); err != nil {
 		_ = m.Unmount()
 		_ = m.Wait()
@@ -370,7 +423,15 @@ func serveUserspace(in, out *os.File) error {
 	for {
 		select {
 		case <-m.Done():
-			return m.Wait()
+			// The final sync's outcome, for close: written before the
+			// state file goes, so close finds it once the server exits.
+			err := m.Wait()
+			answer := "ok"
+			if err != nil {
+				answer = serverErrorAnswer(fmt.Errorf("the server's final sync of %s: %w", cfg.Device, err))
+			}
+			_ = writeFileAtomic(resultPath, []byte(answer))
+			return err
 		case <-sigs:
 			// Busy (a loop device holds the file): detach, so the server
 			// stops as soon as the last user goes.
@@ -457,42 +518,129 @@ func newUserspaceStatus(v *volume.Volume, cfg serverConfig, size int64, keyLen i
 
 // userspaceStateDir holds one JSON file per served mount point: under
 // /run for root, for another user (who mounts through fusermount3) in the
-// user's runtime directory ($XDG_RUNTIME_DIR), else the user's cache.
+// user's runtime directory ($XDG_RUNTIME_DIR), else the user's cache
+// ($XDG_CACHE_HOME or $HOME/.cache). There is no fallback to a shared
+// directory such as /tmp, where another user could plant it: "" when the
+// user has neither.
 func userspaceStateDir() string {
 	if os.Geteuid() == 0 {
 		return "/run/volcrypt/userspace"
 	}
 	dir := os.Getenv("XDG_RUNTIME_DIR")
 	if dir == "" {
-		if c, err := os.UserCacheDir(); err == nil {
-			dir = c
-		} else {
-			dir = filepath.Join(os.TempDir(), fmt.Sprintf("volcrypt-%d", os.Geteuid()))
+		c, err := os.UserCacheDir()
+		if err != nil {
+			return ""
 		}
+		dir = c
 	}
 	return filepath.Join(dir, "volcrypt", "userspace")
 }
 
+// errNoStateDir means a user without root has no runtime directory nor home
+// for the state files.
+var errNoStateDir = errors.New("no directory for state files: set XDG_RUNTIME_DIR or HOME")
+
 // userspaceStatePath is the state file of the server at mount point mp.
 func userspaceStatePath(mp string) string {
+	return userspaceStateBase(mp) + ".json"
+}
+
+// userspaceResultPath is where the server at mount point mp leaves the
+// outcome of its final sync for close: "ok" or an error answer.
+func userspaceResultPath(mp string) string {
+	return userspaceStateBase(mp) + ".result"
+}
+
+func userspaceStateBase(mp string) string {
 	h := sha256.Sum256([]byte(mp))
-	return filepath.Join(userspaceStateDir(), hex.EncodeToString(h[:12])+".json")
+	return filepath.Join(userspaceStateDir(), hex.EncodeToString(h[:12]))
 }
 
 func writeState(path string, s *userspaceStatus) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("state file: %w", err)
-	}
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := writeFileAtomic(path, b); err != nil {
 		return fmt.Errorf("state file: %w", err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("state file: %w", err)
+	return nil
+}
+
+// writeFileAtomic writes b to path (mode 0600) through a new temporary file
+// (O_EXCL: never one planted there) renamed over it, in the state directory
+// made private first (see privateDir).
+func writeFileAtomic(path string, b []byte) error {
+	if userspaceStateDir() == "" {
+		return errNoStateDir
+	}
+	dir := filepath.Dir(path)
+	if err := privateDir(dir); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // unless renamed
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// errUnsafeStateDir means the state directory is not a directory of this
+// user's alone.
+var errUnsafeStateDir = errors.New("state directory is not a private directory of this user (mode 0700)")
+
+// privateDir creates dir (mode 0700) if needed and checks that it is a real
+// directory (no symbolic link), owned by this user, that no one else may
+// enter or change.
+func privateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != uint32(os.Geteuid()) || st.Mode&0o077 != 0 {
+		return fmt.Errorf("%s: %w", dir, errUnsafeStateDir)
+	}
+	return nil
+}
+
+// protectFromOOM makes a root server one of the last processes the OOM
+// killer picks: the mapped ciphertext counts in its resident size, and
+// killing it fails every later I/O of the file system on top with EIO.
+// -900, not -1000 (never killed): a runaway server can still be stopped.
+// Other users may not lower the value; best effort.
+func protectFromOOM() {
+	if os.Geteuid() == 0 {
+		_ = os.WriteFile("/proc/self/oom_score_adj", []byte("-900"), 0)
+	}
+}
+
+// serverResult reads and removes the outcome the server at mount point mp
+// left; nil when it synced, or left none.
+func serverResult(mp string) error {
+	if userspaceStateDir() == "" {
+		return nil
+	}
+	path := userspaceResultPath(mp)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	_ = os.Remove(path)
+	if strings.HasPrefix(string(b), "error ") {
+		_, err := parseServerAnswer(b)
+		return err
 	}
 	return nil
 }
@@ -500,6 +648,9 @@ func writeState(path string, s *userspaceStatus) error {
 // readState reads the state file of mount point mp; nil when there is
 // none. Running says whether its server is still alive.
 func readState(mp string) *userspaceStatus {
+	if userspaceStateDir() == "" {
+		return nil
+	}
 	b, err := os.ReadFile(userspaceStatePath(mp))
 	if err != nil {
 		return nil
@@ -550,6 +701,9 @@ func servedElsewhere(dev string) (string, bool) {
 	id, ino := sys.Dev, sys.Ino
 	if st.Mode()&os.ModeDevice != 0 {
 		id, ino = sys.Rdev, 0
+	}
+	if userspaceStateDir() == "" {
+		return "", false
 	}
 	files, _ := filepath.Glob(filepath.Join(userspaceStateDir(), "*.json"))
 	for _, f := range files {
@@ -613,6 +767,9 @@ func (a *app) closeUserspace(name string) (handled bool, err error) {
 		}
 	}
 	_ = os.Remove(userspaceStatePath(s.Mountpoint))
+	if err := serverResult(s.Mountpoint); err != nil {
+		return true, fmt.Errorf("close %s: %w", s.Mountpoint, err)
+	}
 	return true, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -297,6 +298,21 @@ func TestUserspaceErrors(t *testing.T) {
 		require.Equal(t, 5, r.code, r.stderr)
 		require.Contains(t, r.stderr, "already serves a volume")
 	})
+	// Served by a server whose state file open cannot see (another user's,
+	// or another runtime directory's): the server's claim on the image
+	// refuses it all the same.
+	t.Run("served-twice-state-elsewhere", func(t *testing.T) {
+		_, st := serveVolume(t, "", "--key-file", kf, img)
+		state := userspaceStatePath(st.Mountpoint)
+		saved, err := os.ReadFile(state)
+		require.NoError(t, err)
+		require.NoError(t, os.Remove(state))
+		r := volcrypt(t, "", "open", "--userspace", "-r", "--key-file", kf, img, t.TempDir())
+		require.NoError(t, os.WriteFile(state, saved, 0o600))
+		require.Equal(t, 5, r.code, r.stderr)
+		require.Contains(t, r.stderr, fmt.Sprintf("busy: %s is already served by PID %d", img, st.PID))
+		mustRun(t, "", "dump", img) // cryptsetup-compatible locks are free
+	})
 }
 
 // TestUserspaceUnlockMethods: every way open unlocks serves the same
@@ -344,6 +360,14 @@ func TestUserspaceServer(t *testing.T) {
 		require.NoError(t, err)
 		require.NotContains(t, string(b), string(hexKey))
 		require.False(t, bytes.Contains(b, raw))
+	}
+
+	adj, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(st.PID), "oom_score_adj"))
+	require.NoError(t, err)
+	if exec.Command("sh", "-c", "echo -900 > /proc/self/oom_score_adj").Run() == nil {
+		require.Equal(t, "-900", string(bytes.TrimSpace(adj)), "the OOM killer picks the server last")
+	} else {
+		t.Log("this host denies lowering oom_score_adj (no CAP_SYS_RESOURCE): not checked")
 	}
 
 	require.NoError(t, syscall.Kill(st.PID, syscall.SIGTERM))
@@ -421,6 +445,27 @@ func TestUserspaceExitCodes(t *testing.T) {
 	require.Equal(t, 4, code)
 	require.Equal(t, "modprobe fuse", hint)
 
+	// Errors keep their errno and sentinel through the server's answer.
+	for _, tc := range []struct {
+		name string
+		err  error
+		code int
+		hint string
+	}{
+		{"no-fusermount", fmt.Errorf("mount /mnt: %w (mount(2): %w)", userspace.ErrNoFusermount, syscall.EPERM), 4, "install fuse3 (fusermount3) or run as root"},
+		{"no-fuse", fmt.Errorf("mount /mnt: %w", userspace.ErrNoFUSE), 4, "modprobe fuse"},
+		{"served", &userspace.ServedError{Path: "disk.img", PID: 42}, 5, ""},
+		{"final-sync", fmt.Errorf("the server's final sync of disk.img: sync: %w", syscall.EIO), 1, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseServerAnswer([]byte(serverErrorAnswer(tc.err)))
+			require.EqualError(t, err, oneLine(tc.err))
+			code, hint := exitCode(err)
+			require.Equal(t, tc.code, code)
+			require.Equal(t, tc.hint, hint)
+		})
+	}
+
 	st, err := parseServerAnswer([]byte(`ok {"mountpoint":"/mnt","pid":7}`))
 	require.NoError(t, err)
 	require.Equal(t, userspaceStatus{Mountpoint: "/mnt", PID: 7}, *st)
@@ -466,17 +511,29 @@ func TestUserspaceUnprivileged(t *testing.T) {
 		return os.Lchown(p, nobody, nobody)
 	}))
 	t.Cleanup(func() { _ = exec.Command("umount", "-l", mp).Run() }) // whatever a failure left
-	as := func(args ...string) string {
-		t.Helper()
+	try := func(args ...string) (string, error) {
 		cmd := exec.Command("setpriv", append([]string{fmt.Sprintf("--reuid=%d", nobody), fmt.Sprintf("--regid=%d", nobody), "--clear-groups"}, args...)...)
 		cmd.Env = append(os.Environ(), "VOLCRYPT_TEST_AS_CLI=1", "HOME="+dir, "XDG_RUNTIME_DIR="+run)
 		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	as := func(args ...string) string {
+		t.Helper()
+		out, err := try(args...)
 		require.NoError(t, err, "%v: %s", args, out)
-		return string(out)
+		return out
 	}
 	vc := filepath.Join(dir, "volcrypt")
 
-	as(vc, "open", "--userspace", "--key-file", kf, img, mp)
+	out, err := try(vc, "open", "--userspace", "--key-file", kf, img, mp)
+	if err != nil && strings.Contains(out, "fusermount") {
+		// As TestServeUnprivileged in package userspace: some hosts
+		// (containers) let no user mount FUSE.
+		t.Skipf("this host lets no user mount FUSE: %s", strings.TrimSpace(out))
+	}
+	require.NoError(t, err, "open: %s", out)
+	require.Contains(t, out, "Only you can open it", "no losetup hint for a user")
+	require.NotContains(t, out, "losetup -")
 	info, ok, err := userspace.Lookup(mp)
 	require.NoError(t, err)
 	require.True(t, ok, "mounted")
@@ -488,4 +545,49 @@ func TestUserspaceUnprivileged(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, ok, "closed")
 	require.True(t, bytes.Equal(want, plaintext(t, img, kf)[:len(want)]), "the engine reads what nobody wrote")
+}
+
+// failingSyncImage is an image file served through FUSE by this test
+// process, whose fsync fails after a write: a disk that is gone.
+type failingSyncImage struct {
+	*os.File
+	size int64
+}
+
+func (d failingSyncImage) Size() int64 { return d.size }
+
+// TestUserspaceCloseFinalSyncError: when the server's final sync of the
+// device fails, close says so and fails, though the mount is gone. The
+// image lies on a FUSE mount of this test whose fsync fails.
+func TestUserspaceCloseFinalSyncError(t *testing.T) {
+	needFUSE(t)
+	raw, kf := usVolume(t, 20<<20)
+	f, err := os.OpenFile(raw, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	disk, err := userspace.Serve(t.TempDir(), failingSyncImage{f, 20 << 20}, userspace.Options{
+		Name: "disk.img", Sync: func() error { return errors.New("disk gone") },
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if disk.Unmount() != nil {
+			_ = disk.Detach()
+		}
+		_ = disk.Wait()
+	})
+	mp, st := serveVolume(t, "", "--key-file", kf, disk.Path)
+	// close(2) after a write reports the failed sync at once (Flush),
+	// and the write stays unsynced for the final sync.
+	w, err := os.OpenFile(st.File, os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = w.WriteAt([]byte("data"), 0)
+	require.NoError(t, err)
+	require.ErrorIs(t, w.Close(), syscall.EIO)
+	r := volcrypt(t, "", "close", mp)
+	require.Equal(t, 1, r.code, r.stderr)
+	require.Contains(t, r.stderr, "final sync of "+disk.Path)
+	require.Len(t, strings.Split(strings.TrimSpace(r.stderr), "\n"), 1, "one line: %s", r.stderr)
+	serverGone(t, st)
+	_, err = os.Stat(userspaceResultPath(mp))
+	require.ErrorIs(t, err, os.ErrNotExist, "close took the result")
 }
