@@ -124,16 +124,24 @@ func openPTY(t *testing.T) (tty, master *os.File) {
 // readPTY returns what the terminal showed within d.
 func readPTY(t *testing.T, master *os.File, d time.Duration) string {
 	t.Helper()
+	return readPTYUntil(t, master, d, func(string) bool { return false })
+}
+
+// readPTYUntil reads what the terminal shows until done says it is
+// enough or d has passed.
+func readPTYUntil(t *testing.T, master *os.File, d time.Duration, done func(string) bool) string {
+	t.Helper()
 	var out []byte
 	buf := make([]byte, 4096)
 	require.NoError(t, master.SetReadDeadline(time.Now().Add(d)))
-	for {
+	for !done(string(out)) {
 		n, err := master.Read(buf)
 		out = append(out, buf[:n]...)
 		if err != nil {
-			return string(out)
+			break
 		}
 	}
+	return string(out)
 }
 
 func TestBarOnTerminal(t *testing.T) {
@@ -159,11 +167,14 @@ func TestSpinnerOnTerminal(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tty, master := openPTY(t)
 			task := New(tty, false).Start("calibrate", "", -1)
-			out := readPTY(t, master, 350*time.Millisecond) // nothing is added: it turns by itself
+			// Nothing is added: it turns by itself, redrawn every ~100 ms.
+			// Up to 2 s for two redraws, so that a busy machine passes too;
+			// a spinner that does not turn still fails.
+			out := readPTYUntil(t, master, 2*time.Second, func(out string) bool { return strings.Count(out, "calibrate") >= 2 })
 			task.Done(tc.err)
 			require.Contains(t, out, "calibrate")
 			require.GreaterOrEqual(t, strings.Count(out, "calibrate"), 2, "redrawn while it waits: %q", out)
-			readPTY(t, master, 100*time.Millisecond)
+			readPTY(t, master, 500*time.Millisecond)
 			require.Empty(t, readPTY(t, master, 300*time.Millisecond), "stopped after Done")
 		})
 	}
