@@ -167,16 +167,13 @@ func TestBootInitramfs(t *testing.T) {
 	t.Logf("enroll disk B with the host's swtpm: %.1f s", time.Since(t0).Seconds())
 	vmtest := filepath.Join(root, "scripts", "vmtest")
 	t0 = time.Now()
-	harness := exec.Command(vmtest, "--tpm-state", tpmState, "--disk", diskA, "--timeout", "300",
-		"--", "sh", "-c", harnessScript, "sh", bin, key)
-	out, err = harness.CombinedOutput()
-	if err != nil && firmwareDisabledTPM(string(out)) {
-		t.Logf("harness VM: the emulated firmware disabled the TPM (its TPM setup timed out on a busy host): again\n%s", out)
-		harness = exec.Command(harness.Path, harness.Args[1:]...)
-		out, err = harness.CombinedOutput()
-	}
-	require.NoError(t, err, "harness VM: %s", out)
-	require.Contains(t, string(out), "harness-ok")
+	hout, err := retryFirmwareTPM(t, "harness VM", func() (string, error) {
+		b, err := exec.Command(vmtest, "--tpm-state", tpmState, "--disk", diskA, "--timeout", "300",
+			"--", "sh", "-c", harnessScript, "sh", bin, key).CombinedOutput()
+		return string(b), err
+	})
+	require.NoError(t, err, "harness VM: %s", hout)
+	require.Contains(t, hout, "harness-ok")
 	t.Logf("harness VM (enroll disk A): %.1f s", time.Since(t0).Seconds())
 
 	// The initramfs: Debian's mkinitramfs with a private configuration
@@ -219,17 +216,15 @@ func TestBootInitramfs(t *testing.T) {
 	boot := func(o bootOptions) string {
 		t.Helper()
 		o.initrd, o.tpmState = initrd, tpmState
-		for try := 1; ; try++ {
+		what := "boot with " + filepath.Base(o.disk)
+		console, err := retryFirmwareTPM(t, what, func() (string, error) {
 			t0 := time.Now()
 			console, err := bootVM(vmtest, o)
-			t.Logf("boot with %s: %.1f s; console:\n%s", filepath.Base(o.disk), time.Since(t0).Seconds(), console)
-			if try == 1 && firmwareDisabledTPM(console) {
-				t.Log("the emulated firmware disabled the TPM (its TPM setup timed out on a busy host): booting again")
-				continue
-			}
-			require.NoError(t, err)
-			return console
-		}
+			t.Logf("%s: %.1f s; console:\n%s", what, time.Since(t0).Seconds(), console)
+			return console, err
+		})
+		require.NoError(t, err)
+		return console
 	}
 
 	// The boot chain the TPM key was sealed to: no prompt.
@@ -465,6 +460,19 @@ func withSwtpm(t *testing.T, dir string, fn func(device string)) {
 // The boot is not the one under test then; it is tried once more.
 func firmwareDisabledTPM(console string) bool {
 	return strings.Contains(console, "TPM_RC_HIERARCHY")
+}
+
+// retryFirmwareTPM runs a VM, and once more when its output says that
+// the emulated firmware disabled the TPM (firmwareDisabledTPM): that run
+// did not test anything. It returns the last run's output and error.
+func retryFirmwareTPM(t *testing.T, what string, run func() (string, error)) (string, error) {
+	t.Helper()
+	out, err := run()
+	if firmwareDisabledTPM(out) {
+		t.Logf("%s: the emulated firmware disabled the TPM (its TPM setup timed out on a busy host): again\n%s", what, out)
+		out, err = run()
+	}
+	return out, err
 }
 
 // staticELF reports whether the ELF file at path has no program
