@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/volcrypt/volcrypt/header"
 	"github.com/volcrypt/volcrypt/internal/secret"
@@ -53,9 +54,16 @@ func encryptDetached(ctx context.Context, path string, passphrase []byte, o Encr
 		}
 		j, err = resumeRekeyJob(f, hf, h, passphrase)
 	case errors.Is(err, header.ErrNotLUKS):
-		if j, err = startDetachedEncrypt(ctx, f, hf, passphrase, o); err != nil && created {
-			// Nothing happened: leave no header file behind.
-			os.Remove(o.HeaderFile)
+		if j, err = startDetachedEncrypt(ctx, f, hf, passphrase, o); err != nil {
+			if created {
+				// Nothing happened: leave no header file behind.
+				os.Remove(o.HeaderFile)
+			}
+		} else if err = syncDir(filepath.Dir(o.HeaderFile)); err != nil {
+			// The header file's name must be durable before any
+			// data is rewritten: without it the data is lost.
+			j.close()
+			err = fmt.Errorf("header file %s: sync its directory: %w", o.HeaderFile, err)
 		}
 	default:
 		return nil, fmt.Errorf("read header file %s: %w", o.HeaderFile, err)
@@ -75,6 +83,15 @@ func startDetachedEncrypt(ctx context.Context, f, hf *os.File, passphrase []byte
 		sig, err := Probe(d)
 		if err != nil {
 			return nil, fmt.Errorf("probe %s: %w", d.Name(), err)
+		}
+		if d == hf && sig == "" {
+			// Only an empty or all-zero file may become the header:
+			// anything else may be someone's data.
+			if zero, err := allZeros(hf); err != nil {
+				return nil, fmt.Errorf("read header file %s: %w", hf.Name(), err)
+			} else if !zero {
+				sig = "data"
+			}
 		}
 		switch {
 		case d == hf && sig != "":
@@ -141,19 +158,46 @@ func startDetachedEncrypt(ctx context.Context, f, hf *os.File, passphrase []byte
 	return j, nil
 }
 
+// allZeros reports whether every byte of f is zero (true for an empty
+// file).
+func allZeros(f io.ReaderAt) (bool, error) {
+	b := make([]byte, 1<<20)
+	for off := int64(0); ; {
+		n, err := f.ReadAt(b, off)
+		for _, c := range b[:n] {
+			if c != 0 {
+				return false, nil
+			}
+		}
+		off += int64(n)
+		if err == io.EOF {
+			return true, nil
+		}
+		if err != nil {
+			return false, err
+		}
+	}
+}
+
 // decryptDetached decrypts in place the volume whose detached header is
 // hfPath, or resumes the decryption recorded there. It reports false when
 // hfPath holds no detached header of a volume (so that the caller can
 // try a decryption with a data shift).
 func decryptDetached(ctx context.Context, f *os.File, hfPath string, passphrase []byte, progress func(Progress)) (bool, error) {
+	if _, err := os.Stat(hfPath); errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
 	hf, err := openFile(hfPath, false)
 	if err != nil {
-		return false, nil
+		return true, fmt.Errorf("header file: %w", err)
 	}
 	defer hf.Close()
 	h, err := header.Read(hf)
-	if err != nil {
+	if errors.Is(err, header.ErrNotLUKS) {
 		return false, nil
+	}
+	if err != nil {
+		return true, fmt.Errorf("read header file %s: %w", hfPath, err)
 	}
 	_, k := h.Meta.ReencryptKeyslot()
 	if k != nil && k.Area.Type != "checksum" && k.Area.Type != "journal" && k.Area.Type != "none" {

@@ -92,6 +92,10 @@ func TestEncryptDetachedInPlace(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			img, plain := fsImage(t, detachedDev, detachedDev, 21)
 			hdr := filepath.Join(t.TempDir(), "hdr")
+			if tc.sector == 4096 {
+				// An all-zero file may become the header.
+				require.NoError(t, os.WriteFile(hdr, make([]byte, 1<<20), 0o600))
+			}
 			o := detachedOpts(hdr)
 			o.SectorSize = tc.sector
 			var last Progress
@@ -134,6 +138,15 @@ func TestEncryptDetachedRefuses(t *testing.T) {
 	require.NoError(t, os.WriteFile(taken, orig, 0o600))
 	_, err = Encrypt(context.Background(), img, []byte(testPass), detachedOpts(taken))
 	require.ErrorIs(t, err, kdf.ErrInvalidParams, "the header file holds a file system")
+	// Data with no known signature is no header file either.
+	unknown := filepath.Join(dir, "unknown")
+	junk := bytes.Repeat([]byte("not a header "), 1000)
+	require.NoError(t, os.WriteFile(unknown, junk, 0o600))
+	_, err = Encrypt(context.Background(), img, []byte(testPass), detachedOpts(unknown))
+	require.ErrorIs(t, err, kdf.ErrInvalidParams, "the header file holds unknown data")
+	got, err := os.ReadFile(unknown)
+	require.NoError(t, err)
+	require.Equal(t, junk, got, "the unknown data is left alone")
 	luks, _ := encryptedImage(t, testDev, testDev-testReduce, 27)
 	_, err = Encrypt(context.Background(), luks, []byte(testPass), detachedOpts(filepath.Join(dir, "hdr2")))
 	require.ErrorIs(t, err, ErrNotInReencryption, "the device is LUKS already")
