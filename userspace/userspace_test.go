@@ -47,12 +47,19 @@ const dataOffset = 16 << 10
 // volume.Plaintext returns, without a LUKS header.
 type engine struct {
 	*crypt.Segment
-	file  *os.File
-	c     *crypt.Cipher
-	syncs atomic.Int32
+	file    *os.File
+	c       *crypt.Cipher
+	ivTweak uint64
+	syncs   atomic.Int32
 }
 
 func newEngine(t testing.TB, size int64) *engine {
+	t.Helper()
+	return newEngineWith(t, size, 4096, 0)
+}
+
+// newEngineWith is newEngine with another sector size and IV tweak.
+func newEngineWith(t testing.TB, size int64, sector int, ivTweak uint64) *engine {
 	t.Helper()
 	f, err := os.Create(filepath.Join(t.TempDir(), "disk.img"))
 	require.NoError(t, err)
@@ -62,10 +69,10 @@ func newEngine(t testing.TB, size int64) *engine {
 	for i := range key {
 		key[i] = byte(i * 7)
 	}
-	c, err := crypt.New("aes-xts-plain64", key, 4096)
+	c, err := crypt.New("aes-xts-plain64", key, sector)
 	require.NoError(t, err)
 	t.Cleanup(c.Wipe)
-	return &engine{Segment: crypt.NewSegment(f, c, dataOffset, size, 0), file: f, c: c}
+	return &engine{Segment: crypt.NewSegment(f, c, dataOffset, size, ivTweak), file: f, c: c, ivTweak: ivTweak}
 }
 
 // filledEngine returns an engine of size bytes holding pseudo-random
@@ -90,7 +97,7 @@ func fill(b []byte, seed uint64) {
 // mapped maps the engine's ciphertext, for Options.Ciphertext.
 func (e *engine) mapped(t testing.TB) *userspace.Ciphertext {
 	t.Helper()
-	ct, err := userspace.MapCiphertext(e.file, dataOffset, e.Size(), e.c, 0)
+	ct, err := userspace.MapCiphertext(e.file, dataOffset, e.Size(), e.c, e.ivTweak)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, ct.Close()) })
 	return ct
@@ -611,4 +618,117 @@ func TestUnprivilegedHelper(t *testing.T) {
 	// fusermount3's own message says why a mount failed.
 	_, err = userspace.Serve("/", e, userspace.Options{UID: uid, GID: gid})
 	require.ErrorContains(t, err, "no write access to mountpoint /")
+}
+
+// mappedOnly is a Device whose reads of whole sectors fail: served with the
+// mapping, such reads must never reach it.
+type mappedOnly struct {
+	*engine
+	sector  int64
+	refused atomic.Int32
+	partial atomic.Int32
+}
+
+func (d *mappedOnly) ReadAt(p []byte, off int64) (int, error) {
+	if off%d.sector == 0 && int64(len(p))%d.sector == 0 {
+		d.refused.Add(1)
+		return 0, errors.New("whole sectors are read from the mapping")
+	}
+	d.partial.Add(1)
+	return d.engine.ReadAt(p, off)
+}
+
+// TestServeMappedGeometry: with the ciphertext mapped, reads of whole
+// sectors decrypt from the mapping (the device refuses them) and match the
+// engine, for 4096- and 512-byte sectors and a segment with an IV tweak
+// (the IVs of the mapped path are the engine's); reads of part of a sector
+// still go through the device. Concurrent writers and readers (of regions
+// apart) see their own data through the mapping.
+func TestServeMappedGeometry(t *testing.T) {
+	needFUSE(t)
+	for _, tc := range []struct {
+		name    string
+		sector  int
+		ivTweak uint64
+	}{
+		{"4096", 4096, 0},
+		{"4096-iv-tweak", 4096, 12345},
+		{"512", 512, 0},
+		{"512-iv-tweak", 512, 7},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const size = 4 << 20
+			e := newEngineWith(t, size, tc.sector, tc.ivTweak)
+			want := make([]byte, size)
+			fill(want, tc.ivTweak+uint64(tc.sector))
+			_, err := e.WriteAt(want, 0)
+			require.NoError(t, err)
+			dev := &mappedOnly{engine: e, sector: int64(tc.sector)}
+			m := serve(t, dev, userspace.Options{Sync: e.sync, Ciphertext: e.mapped(t)})
+			f, err := os.OpenFile(m.Path, os.O_RDWR, 0)
+			require.NoError(t, err)
+			defer f.Close()
+
+			got := make([]byte, size)
+			_, err = f.ReadAt(got, 0)
+			require.NoError(t, err)
+			require.True(t, bytes.Equal(want, got), "whole file through the mapping")
+			odd := make([]byte, 1000)
+			_, err = f.ReadAt(odd, 3)
+			require.NoError(t, err)
+			require.Equal(t, want[3:1003], odd, "part of a sector through the device")
+			require.Zero(t, dev.refused.Load(), "no whole-sector read reached the device")
+			require.Positive(t, dev.partial.Load())
+
+			// Writers and readers at once, each on its own 512 KiB
+			// region: every reader sees the writes before its own
+			// last one acknowledged.
+			var wg sync.WaitGroup
+			errs := make(chan error, 8)
+			for w := range 4 {
+				wg.Go(func() {
+					region := int64(w) * (1 << 20)
+					rng := rand.New(rand.NewPCG(uint64(w), tc.ivTweak))
+					buf, back := make([]byte, 64<<10), make([]byte, 64<<10)
+					for range 20 {
+						off := region + rng.Int64N((1<<20)/int64(len(buf)))*int64(len(buf))
+						fill(buf, rng.Uint64())
+						if _, err := f.WriteAt(buf, off); err != nil {
+							errs <- err
+							return
+						}
+						if _, err := f.ReadAt(back, off); err != nil {
+							errs <- err
+							return
+						}
+						if !bytes.Equal(buf, back) {
+							errs <- fmt.Errorf("writer %d reads other bytes at %d", w, off)
+							return
+						}
+					}
+				})
+				wg.Go(func() { // and a reader of the whole file
+					b := make([]byte, 1<<20)
+					for i := range 8 {
+						if _, err := f.ReadAt(b, int64(i%4)<<20); err != nil {
+							errs <- err
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				require.NoError(t, err)
+			}
+			require.Zero(t, dev.refused.Load())
+			direct := make([]byte, size)
+			_, err = e.ReadAt(direct, 0)
+			require.NoError(t, err)
+			_, err = f.ReadAt(got, 0)
+			require.NoError(t, err)
+			require.True(t, bytes.Equal(direct, got), "the mapping matches the engine after the writes")
+		})
+	}
 }

@@ -591,3 +591,44 @@ func TestUserspaceCloseFinalSyncError(t *testing.T) {
 	_, err = os.Stat(userspaceResultPath(mp))
 	require.ErrorIs(t, err, os.ErrNotExist, "close took the result")
 }
+
+// TestUserspacePrivateDir: state files go only into a directory that is
+// this user's alone: a symbolic link, a directory others may enter, or
+// another user's is refused; writing replaces a file planted at the path
+// (never writing through it).
+func TestUserspacePrivateDir(t *testing.T) {
+	base := t.TempDir()
+	ok := filepath.Join(base, "ok", "volcrypt")
+	require.NoError(t, privateDir(ok))
+	st, err := os.Lstat(ok)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o700), st.Mode().Perm())
+
+	open := filepath.Join(base, "open")
+	require.NoError(t, os.Mkdir(open, 0o755))
+	require.NoError(t, os.Chmod(open, 0o755))
+	link := filepath.Join(base, "link")
+	require.NoError(t, os.Symlink(ok, link))
+	for name, dir := range map[string]string{"mode-0755": open, "symlink": link} {
+		t.Run(name, func(t *testing.T) {
+			require.ErrorIs(t, privateDir(dir), errUnsafeStateDir)
+		})
+	}
+	if os.Geteuid() == 0 {
+		t.Run("other-owner", func(t *testing.T) {
+			other := filepath.Join(base, "other")
+			require.NoError(t, os.Mkdir(other, 0o700))
+			require.NoError(t, os.Chown(other, 65534, 65534))
+			require.ErrorIs(t, privateDir(other), errUnsafeStateDir)
+		})
+	}
+	t.Run("planted-symlink-replaced", func(t *testing.T) {
+		target := filepath.Join(base, "target")
+		require.NoError(t, os.WriteFile(target, []byte("keep"), 0o600))
+		path := filepath.Join(ok, "x.json")
+		require.NoError(t, os.Symlink(target, path))
+		require.NoError(t, writeFileAtomic(path, []byte("state")))
+		require.Equal(t, "keep", string(must(os.ReadFile(target))))
+		require.Equal(t, "state", string(must(os.ReadFile(path))))
+	})
+}
