@@ -92,7 +92,8 @@ For each volume the key comes from, in order:
 Options acted on: discard, read-only/readonly, same-cpu-crypt, submit-from-crypt-cpus,
 no-read-workqueue, no-write-workqueue, header=, nofail (a failure is reported but does not fail the
 run), noauto, x-initrd.attach (with --initrd only these lines). Others (timeout=, _netdev,
-x-systemd.*) are left to systemd.
+x-systemd.*) are left to systemd. A malformed line fails the run before anything opens, unless
+NAMEs are given: then other lines' mistakes are only warned about.
 
 Exit status: 0 when every line without nofail is attached (or already active), else the first
 failure's code. --json prints {"volumes":[{"name","device","path","status","method","keyslot",
@@ -117,7 +118,15 @@ tested, active, skipped or failed, method is tpm2, key-file or passphrase.`,
 }
 
 func (a *app) attachAll(o attachOptions, names []string) error {
-	entries, err := crypttab.ParseFile(o.table)
+	var entries []crypttab.Entry
+	var err error
+	if len(names) > 0 {
+		// The named lines only (as each generated unit runs it): another
+		// line's typo is warned about, not fatal, as in the generator.
+		entries, err = parseTableLenient(o.table, func(msg string) { fmt.Fprintf(a.stderr, "warning: %s\n", msg) })
+	} else {
+		entries, err = crypttab.ParseFile(o.table)
+	}
 	if err != nil {
 		return usageError{err}
 	}
