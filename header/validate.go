@@ -336,17 +336,27 @@ func (m *Metadata) checkLayout(hdrSize uint64) error {
 		}
 		spans = append(spans, span{id, from, to})
 	}
-	// As cryptsetup: only the lowest segment offset counts; 0 means a
-	// detached header, whose segments may lie anywhere (an in-place
-	// encryption behind one has a segment at 0 and others after it).
+	// As cryptsetup (json_segments_get_minimal_offset): only the lowest
+	// offset of the segments other than backup-* ones counts, and none when
+	// one of them is at 0 (a detached header, whose segments may lie
+	// anywhere: an in-place encryption behind one has a segment at 0 and
+	// others after it).
 	first := -1
 	for _, id := range keysOf(m.Segments) {
-		if first < 0 || m.Segments[id].Offset < m.Segments[first].Offset {
+		s := m.Segments[id]
+		if slices.ContainsFunc(s.Flags, func(f string) bool { return strings.HasPrefix(f, "backup-") }) {
+			continue
+		}
+		if s.Offset == 0 {
+			first = -1
+			break
+		}
+		if first < 0 || s.Offset < m.Segments[first].Offset {
 			first = id
 		}
 	}
 	if first >= 0 {
-		if s := m.Segments[first]; s.Offset > 0 && uint64(s.Offset) < areaEnd {
+		if s := m.Segments[first]; uint64(s.Offset) < areaEnd {
 			return invalidf(fmt.Sprintf("segments.%d.offset", first), "%d lies inside the header or key-slot area (ends at %d)", s.Offset, areaEnd)
 		}
 	}
