@@ -35,13 +35,29 @@ const mappedChunk = 128 << 10
 // truncated image) faults; the decryption runs on goroutines that turn the
 // fault into an error (debug.SetPanicOnFault), so the read fails with EIO
 // and the server keeps running.
+//
+// Mapped pages count in the server's resident size, which the OOM killer
+// goes by, and killing the server fails all later I/O of whatever sits on
+// the file: after every mappedBudget bytes decrypted, the whole mapping is
+// unmapped from the process (MADV_DONTNEED; the pages stay in the page
+// cache, and the next reads map them again with minor faults). Doing so
+// after every read instead costs a third of the read speed (the TLB
+// flushes and faults), see BenchmarkSequential.
 type Ciphertext struct {
 	c       *crypt.Cipher
 	mapping []byte // as mapped, from a page boundary
 	data    []byte // the segment within it
 	ivTweak uint64
 	sector  int64
+	keep    bool // leave decrypted pages mapped (benchmarks only)
+	// decrypted counts bytes decrypted since the mapping was last dropped.
+	decrypted atomic.Int64
 }
+
+// mappedBudget is how much a server decrypts from the mapping between two
+// drops of it from its resident size: what the mapping adds to it at most
+// (with the reads under way).
+const mappedBudget = 64 << 20
 
 // MapCiphertext maps the size bytes at offset in f, a data segment that c
 // encrypts with the given IV tweak in 512-byte sectors (a LUKS2 segment's
@@ -82,6 +98,17 @@ func (ct *Ciphertext) covers(off int64, n int) bool {
 	return off >= 0 && off%ct.sector == 0 && int64(n)%ct.sector == 0 && off+int64(n) <= int64(len(ct.data))
 }
 
+// account counts n bytes decrypted and, every mappedBudget bytes, drops
+// the whole mapping from this process's resident pages (not from the page
+// cache); reads under way fault the pages they still need back in.
+func (ct *Ciphertext) account(n int) {
+	if ct.keep || ct.decrypted.Add(int64(n)) < mappedBudget {
+		return
+	}
+	ct.decrypted.Store(0)
+	_ = unix.Madvise(ct.mapping, unix.MADV_DONTNEED)
+}
+
 // decrypt fills dst with the plaintext at off (covers(off, len(dst))),
 // spread over the CPUs in mappedChunk calls.
 func (ct *Ciphertext) decrypt(dst []byte, off int64) error {
@@ -114,5 +141,6 @@ func (ct *Ciphertext) decrypt(dst []byte, off int64) error {
 	}
 	work(0)
 	wg.Wait()
+	ct.account(len(dst))
 	return errors.Join(errs...)
 }

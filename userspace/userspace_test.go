@@ -732,3 +732,36 @@ func TestServeMappedGeometry(t *testing.T) {
 		})
 	}
 }
+
+// TestServeMappedRSS: decrypted pages of the mapping leave this process's
+// resident size (the OOM killer's measure) every 64 MiB decrypted, though
+// reads come from it: after 80 MiB of reads, less than 48 MiB is there.
+func TestServeMappedRSS(t *testing.T) {
+	needFUSE(t)
+	const size = 80 << 20
+	e, want := filledEngine(t, size, 11)
+	dev := &mappedOnly{engine: e, sector: 4096}
+	m := serve(t, dev, userspace.Options{Ciphertext: e.mapped(t)})
+	before := rssFileKiB(t)
+	got, err := os.ReadFile(m.Path)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(want, got))
+	require.Zero(t, dev.refused.Load(), "read from the mapping")
+	require.Less(t, rssFileKiB(t)-before, int64(48<<10), "the mapped ciphertext is not all resident after the reads")
+}
+
+// rssFileKiB is this process's resident file-backed memory (RssFile).
+func rssFileKiB(t *testing.T) int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "RssFile:"); ok {
+			var kib int64
+			_, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kib)
+			require.NoError(t, err)
+			return kib
+		}
+	}
+	t.Fatal("no RssFile in /proc/self/status")
+	return 0
+}
