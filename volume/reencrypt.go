@@ -45,6 +45,27 @@ type EncryptOptions struct {
 	Progress func(Progress)
 }
 
+// The commit stages of a hotzone in the in-place jobs, at which tests kill
+// their child processes.
+const (
+	stageChecksums = "checksums" // the hotzone's checksums are durable
+	stageHotzone   = "hotzone"   // the header naming the hotzone is durable
+	stageData      = "data"      // the hotzone's new data is durable
+	stageProgress  = "progress"  // the header recording it done is durable
+	stageFinish    = "finish"    // the job's final clean-up has begun
+)
+
+// testKillPoint, set only in tests' child processes before a job starts,
+// is called at each commit stage; it may end the process there.
+var testKillPoint func(stage string)
+
+// commitStage marks that stage of a hotzone's commit as reached.
+func commitStage(stage string) {
+	if testKillPoint != nil {
+		testKillPoint(stage)
+	}
+}
+
 // The largest data shift cryptsetup accepts.
 const maxDataShift = 1 << 30
 
@@ -562,6 +583,7 @@ func (j *shiftJob) run(ctx context.Context) error {
 		if err := writeSync(j.f, c.b, a+j.shift); err != nil {
 			return fmt.Errorf("write encrypted data at %d: %w", a+j.shift, err)
 		}
+		commitStage(stageData)
 		if j.progress != nil {
 			j.progress(Progress{DoneBytes: j.size - a, TotalBytes: j.size})
 		}
@@ -569,13 +591,17 @@ func (j *shiftJob) run(ctx context.Context) error {
 			// All data is encrypted: record it before wiping the moved
 			// segment, which a redo of this hotzone would read.
 			j.setSegments(-1)
-			return writeHeader(j.h, j.f)
+		} else {
+			// The next hotzone ends where this one starts.
+			next := (a - 1) / j.shift * j.shift
+			j.hotzone = a - next
+			j.setSegments(next)
 		}
-		// The next hotzone ends where this one starts.
-		next := (a - 1) / j.shift * j.shift
-		j.hotzone = a - next
-		j.setSegments(next)
-		return writeHeader(j.h, j.f)
+		if err := writeHeader(j.h, j.f); err != nil {
+			return err
+		}
+		commitStage(stageProgress)
+		return nil
 	}
 	if err := pipeline(ctx, zones, max(j.shift, j.hotzone), 0, prepare, commit); err != nil {
 		return err
@@ -589,6 +615,7 @@ func (j *shiftJob) run(ctx context.Context) error {
 // state where all data is encrypted (as cryptsetup leaves it too), so a
 // rerun after a crash wipes again.
 func (j *shiftJob) finish() error {
+	commitStage(stageFinish)
 	j.setSegments(-1)
 	j.h.ClearReencrypt()
 	j.h.Meta.Digests[j.digest].Segments = header.IDList{0}

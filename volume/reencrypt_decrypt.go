@@ -335,11 +335,16 @@ func (j *unshiftJob) run(ctx context.Context) error {
 		if err := writeSync(j.f, c.b, c.start); err != nil {
 			return fmt.Errorf("write plain data at %d: %w", c.start, err)
 		}
+		commitStage(stageData)
 		if j.progress != nil {
 			j.progress(Progress{DoneBytes: c.end, TotalBytes: j.size})
 		}
 		j.setSegments(c.end)
-		return writeHeader(j.h, j.hf)
+		if err := writeHeader(j.h, j.hf); err != nil {
+			return err
+		}
+		commitStage(stageProgress)
+		return nil
 	}
 	if err := pipeline(ctx, zones, j.shift, 0, prepare, commit); err != nil {
 		return err
@@ -359,6 +364,7 @@ func (j *unshiftJob) run(ctx context.Context) error {
 	if err := syncDir(filepath.Dir(j.hfPath)); err != nil {
 		return err
 	}
+	commitStage(stageFinish)
 	return destroyHeaderFile(done)
 }
 

@@ -5,14 +5,12 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -163,6 +161,7 @@ func TestHelperEncryptDetachedChild(t *testing.T) {
 	if img == "" {
 		t.Skip("helper process only")
 	}
+	armKillPoint()
 	var err error
 	if os.Getenv("VOLCRYPT_TEST_DETACHED_DECRYPT") != "" {
 		err = Decrypt(context.Background(), img, []byte(testPass), DecryptOptions{HeaderFile: hdr})
@@ -188,38 +187,20 @@ func detachedChild(img, hdr string, decrypt bool) *exec.Cmd {
 	return cmd
 }
 
-// killAndResume kills child runs at random moments (the first as soon as
-// the reencryption metadata is on disk in hdr, so that at least one lands
-// mid-run however fast the machine) and resumes each (killed between the
-// two header copies counts too: volcrypt reads the newer one); check then
-// checks the result. reset restores the starting state.
-func killAndResume(t *testing.T, hdr string, child func() *exec.Cmd, reset func(), resume func(t *testing.T), check func(t *testing.T)) {
+// killAndResume kills child runs at the commit stages of a hotzone (the
+// state after stageProgress is the one before the next stageChecksums) and
+// in the final clean-up, and resumes each; check then checks the result.
+// reset restores the starting state.
+func killAndResume(t *testing.T, child func() *exec.Cmd, reset func(), resume func(t *testing.T), check func(t *testing.T)) {
 	t.Helper()
-	reset()
-	start := time.Now()
-	out, err := child().CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	full := time.Since(start)
-	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 21))
-	midRun := 0
-	for i := range killPoints() {
-		var delay time.Duration
-		if i > 0 {
-			delay = time.Duration(r.Int64N(int64(full)))
-		}
-		t.Run(fmt.Sprintf("kill-%d-after-start+%v", i, delay.Round(time.Millisecond)), func(t *testing.T) {
+	for _, k := range []killCase{{1, stageChecksums}, {2, stageHotzone}, {3, stageData}, {1, stageFinish}} {
+		t.Run(k.String(), func(t *testing.T) {
 			reset()
-			killMidRun(t, child(), hdr, delay)
-			if h, err := readHeader(hdr); err == nil && hasReencrypt(h) {
-				midRun++
-				resume(t)
-			} else if err != nil {
-				resume(t) // killed before the header was complete: start over
-			}
+			runKilled(t, child(), k)
+			resume(t)
 			check(t)
 		})
 	}
-	require.Positive(t, midRun, "no kill landed mid-run (an uninterrupted run took %v)", full)
 }
 
 func TestEncryptDetachedKilledAndResumed(t *testing.T) {
@@ -227,7 +208,7 @@ func TestEncryptDetachedKilledAndResumed(t *testing.T) {
 	hdr := filepath.Join(t.TempDir(), "hdr")
 	orig, err := os.ReadFile(img)
 	require.NoError(t, err)
-	killAndResume(t, hdr, func() *exec.Cmd { return detachedChild(img, hdr, false) },
+	killAndResume(t, func() *exec.Cmd { return detachedChild(img, hdr, false) },
 		func() {
 			require.NoError(t, os.WriteFile(img, orig, 0o600))
 			os.Remove(hdr)
@@ -293,7 +274,7 @@ func TestDecryptDetachedKilledAndResumed(t *testing.T) {
 	require.NoError(t, err)
 	origHdr, err := os.ReadFile(hdr)
 	require.NoError(t, err)
-	killAndResume(t, hdr, func() *exec.Cmd { return detachedChild(img, hdr, true) },
+	killAndResume(t, func() *exec.Cmd { return detachedChild(img, hdr, true) },
 		func() {
 			require.NoError(t, os.WriteFile(img, orig, 0o600))
 			require.NoError(t, os.WriteFile(hdr, origHdr, 0o600))

@@ -522,6 +522,7 @@ func (j *rekeyJob) commit(c *chunk) error {
 		if err := writeSync(j.hf, c.sums, int64(j.area.Offset)); err != nil {
 			return fmt.Errorf("write hotzone checksums: %w", err)
 		}
+		commitStage(stageChecksums)
 		if j.backward {
 			j.setSegmentsBackward(c.end, c.start)
 		} else {
@@ -530,10 +531,12 @@ func (j *rekeyJob) commit(c *chunk) error {
 		if err := writeHeader(j.h, j.hf); err != nil {
 			return err
 		}
+		commitStage(stageHotzone)
 	}
 	if err := writeSync(j.f, c.b, j.offset+c.start); err != nil {
 		return fmt.Errorf("write data at %d: %w", j.offset+c.start, err)
 	}
+	commitStage(stageData)
 	done := c.end
 	if j.backward {
 		j.setSegmentsBackward(c.start, -1)
@@ -544,6 +547,7 @@ func (j *rekeyJob) commit(c *chunk) error {
 	if err := writeHeader(j.h, j.hf); err != nil {
 		return err
 	}
+	commitStage(stageProgress)
 	if j.progress != nil {
 		j.progress(Progress{DoneBytes: done, TotalBytes: j.size})
 	}
@@ -591,6 +595,7 @@ func (j *rekeyJob) recoverHotzone(b []byte, p int64) error {
 // header keeps one plain segment, no key slot and no token, as
 // cryptsetup leaves a detached header.
 func (j *rekeyJob) finish() error {
+	commitStage(stageFinish)
 	h := j.h
 	j.setSegments(j.size, false)
 	var areas []header.Area

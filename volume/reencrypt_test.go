@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -161,14 +165,49 @@ func TestEncryptRefuses(t *testing.T) {
 	require.ErrorIs(t, err, ErrNotInReencryption, "already encrypted")
 }
 
-// killPoints is how many random kill -9 moments each interruption test
-// tries; VOLCRYPT_KILL_POINTS raises it outside CI.
-func killPoints() int {
-	n := 2
-	if s := os.Getenv("VOLCRYPT_KILL_POINTS"); s != "" {
-		fmt.Sscan(s, &n)
+// killCase is a deterministic kill point: the child kills itself with
+// SIGKILL the n-th time it reaches the commit stage.
+type killCase struct {
+	n     int
+	stage string
+}
+
+func (k killCase) String() string { return fmt.Sprintf("kill-at-%s-%d", k.stage, k.n) }
+
+// armKillPoint, in a child process, sets the kill point its test named in
+// VOLCRYPT_TEST_KILL_AT=n:stage.
+func armKillPoint() {
+	at := os.Getenv("VOLCRYPT_TEST_KILL_AT")
+	if at == "" {
+		return
 	}
-	return n
+	var k killCase
+	if n, stage, ok := strings.Cut(at, ":"); ok {
+		k.stage = stage
+		fmt.Sscan(n, &k.n)
+	}
+	var seen atomic.Int64
+	testKillPoint = func(stage string) {
+		if stage == k.stage && seen.Add(1) == int64(k.n) {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // SIGKILL is not caught: nothing runs past here
+		}
+	}
+}
+
+// runKilled runs a volcrypt child process with kill point k and requires
+// that it died there.
+func runKilled(t *testing.T, cmd *exec.Cmd, k killCase) {
+	t.Helper()
+	cmd.Env = append(cmd.Env, fmt.Sprintf("VOLCRYPT_TEST_KILL_AT=%d:%s", k.n, k.stage))
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+			return
+		}
+	}
+	t.Fatalf("the child was not killed at %v: %v: %s", k, err, out)
 }
 
 // TestHelperEncryptChild is the child process the interruption tests kill:
@@ -178,6 +217,7 @@ func TestHelperEncryptChild(t *testing.T) {
 	if img == "" {
 		t.Skip("helper process only")
 	}
+	armKillPoint()
 	v, err := Encrypt(context.Background(), img, []byte(testPass), encryptOpts(testReduce))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -187,69 +227,30 @@ func TestHelperEncryptChild(t *testing.T) {
 	os.Exit(0)
 }
 
-// startChild runs cmd and kills it with SIGKILL after delay; it reports
-// whether the child was killed before finishing.
-func runAndKill(t *testing.T, cmd *exec.Cmd, delay time.Duration) bool {
-	t.Helper()
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	require.NoError(t, cmd.Start())
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		require.NoError(t, err, "%s", out.String())
-		return false
-	case <-time.After(delay):
-		require.NoError(t, cmd.Process.Kill())
-		<-done
-		return true
-	}
-}
-
 func encryptChild(img string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperEncryptChild$")
 	cmd.Env = append(os.Environ(), "VOLCRYPT_TEST_ENCRYPT_IMAGE="+img)
 	return cmd
 }
 
-// timeChild measures how long an uninterrupted child run takes on a copy.
-func timeChild(t *testing.T, img string, cmd func(string) *exec.Cmd) time.Duration {
-	t.Helper()
-	cp := filepath.Join(t.TempDir(), "timing.img")
-	b, err := os.ReadFile(img)
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(cp, b, 0o600))
-	start := time.Now()
-	out, err := cmd(cp).CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	return time.Since(start)
-}
-
+// TestEncryptKilledAndResumed kills an encryption with a data shift at
+// its commit stages (8 hotzones) and resumes it.
 func TestEncryptKilledAndResumed(t *testing.T) {
 	const dev, fs = testDev, testDev - testReduce
 	img, plain := fsImage(t, dev, fs, 3)
-	full := timeChild(t, img, encryptChild)
 	orig, err := os.ReadFile(img)
 	require.NoError(t, err)
-	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
-	for i := range killPoints() {
-		delay := time.Duration(r.Int64N(int64(full)))
-		t.Run(fmt.Sprintf("kill-%d-after-%v", i, delay.Round(time.Millisecond)), func(t *testing.T) {
+	for _, k := range []killCase{{1, stageData}, {4, stageProgress}, {1, stageFinish}} {
+		t.Run(k.String(), func(t *testing.T) {
 			require.NoError(t, os.WriteFile(img, orig, 0o600))
-			killed := runAndKill(t, encryptChild(img), delay)
-			t.Logf("killed mid-run: %v", killed)
-			if h, err := readHeader(img); err == nil {
-				if _, k := h.Meta.ReencryptKeyslot(); k == nil {
-					killed = false // already finished
-				}
-			}
-			if killed {
-				// Resume in-process, as running the command again does.
-				v, err := Encrypt(context.Background(), img, []byte(testPass), encryptOpts(testReduce))
-				require.NoError(t, err)
-				v.Close()
-			}
+			runKilled(t, encryptChild(img), k)
+			h, err := readHeader(img)
+			require.NoError(t, err)
+			require.True(t, hasReencrypt(h), "killed mid-run")
+			// Resume in-process, as running the command again does.
+			v, err := Encrypt(context.Background(), img, []byte(testPass), encryptOpts(testReduce))
+			require.NoError(t, err)
+			v.Close()
 			got := plainBytes(t, img, fs)
 			requireSameData(t, plain, got)
 			fsck(t, got)
@@ -289,15 +290,22 @@ func TestEncryptResumeAcrossTools(t *testing.T) {
 			require.NoError(t, err)
 			// Kill once the reencryption metadata is on disk, a little
 			// later each try, until one lands mid-run.
-			interrupted := false
-			for try := range 8 {
+			if cmd := tc.start(img); cmd.Path == os.Args[0] {
 				require.NoError(t, os.WriteFile(img, orig, 0o600))
-				if killMidRun(t, tc.start(img), img, time.Duration(try)*20*time.Millisecond) {
-					interrupted = true
-					break
+				runKilled(t, cmd, killCase{2, stageData})
+			} else {
+				interrupted := false
+				for try := range 8 {
+					require.NoError(t, os.WriteFile(img, orig, 0o600))
+					if killMidRun(t, tc.start(img), img, time.Duration(try)*20*time.Millisecond) {
+						interrupted = true
+						break
+					}
+				}
+				if !interrupted {
+					t.Skip("cryptsetup finished every run before a kill landed mid-run")
 				}
 			}
-			require.True(t, interrupted, "no kill landed mid-run")
 			tc.resume(t, img)
 			got := plainBytes(t, img, fs)
 			requireSameData(t, plain, got)
@@ -457,6 +465,7 @@ func TestHelperDecryptChild(t *testing.T) {
 	if img == "" {
 		t.Skip("helper process only")
 	}
+	armKillPoint()
 	if err := Decrypt(context.Background(), img, []byte(testPass), DecryptOptions{HeaderFile: hdr}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
@@ -473,32 +482,18 @@ func TestDecryptKilledAndResumed(t *testing.T) {
 		cmd.Env = append(os.Environ(), "VOLCRYPT_TEST_DECRYPT_IMAGE="+img, "VOLCRYPT_TEST_DECRYPT_HEADER="+hdr)
 		return cmd
 	}
-	full := timeChild(t, img, child)
-	require.NoFileExists(t, hdr, "the timing run removes its header file")
 	orig, err := os.ReadFile(img)
 	require.NoError(t, err)
-	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 8))
-	for i := range killPoints() {
-		delay := time.Duration(r.Int64N(int64(full)))
-		t.Run(fmt.Sprintf("kill-%d-after-%v", i, delay.Round(time.Millisecond)), func(t *testing.T) {
+	for _, k := range []killCase{{1, stageData}, {4, stageProgress}, {1, stageFinish}} {
+		t.Run(k.String(), func(t *testing.T) {
 			require.NoError(t, os.WriteFile(img, orig, 0o600))
 			os.Remove(hdr)
 			os.Remove(hdr + ".done")
-			killed := runAndKill(t, child(img), delay)
-			t.Logf("killed mid-run: %v", killed)
-			_, errDone := os.Stat(hdr + ".done")
-			if _, err := os.Stat(hdr); err == nil || errDone == nil {
-				// Killed with the header file in place (resume), or during the
-				// final clean-up (the rerun only destroys the renamed file).
-				require.NoError(t, Decrypt(context.Background(), img, []byte(testPass), DecryptOptions{HeaderFile: hdr}))
-				require.NoFileExists(t, hdr+".done", "the rerun destroys the finished header file")
-			} else if killed {
-				// Killed before the header file existed, or after it was
-				// removed: either the volume or the plain data is whole.
-				if _, err := readHeader(img); err == nil {
-					require.NoError(t, Decrypt(context.Background(), img, []byte(testPass), DecryptOptions{HeaderFile: hdr}))
-				}
-			}
+			runKilled(t, child(img), k)
+			// Killed with the header file in place (resume), or during the
+			// final clean-up (the rerun only destroys the renamed file).
+			require.NoError(t, Decrypt(context.Background(), img, []byte(testPass), DecryptOptions{HeaderFile: hdr}))
+			require.NoFileExists(t, hdr+".done", "the rerun destroys the finished header file")
 			require.NoFileExists(t, hdr)
 			requirePlainFS(t, img, plain)
 		})
@@ -517,25 +512,14 @@ func TestDecryptResumedByCryptsetup(t *testing.T) {
 	hdr := filepath.Join(t.TempDir(), "hdr")
 	orig, err := os.ReadFile(img)
 	require.NoError(t, err)
-	interrupted := false
-	for try := range 8 {
-		require.NoError(t, os.WriteFile(img, orig, 0o600))
-		os.Remove(hdr)
-		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperDecryptChild$")
-		cmd.Env = append(os.Environ(), "VOLCRYPT_TEST_DECRYPT_IMAGE="+img, "VOLCRYPT_TEST_DECRYPT_HEADER="+hdr)
-		// cryptsetup 2.6.1 does not know decryption with a data shift; its
-		// recovery reads a first hotzone from a moved segment that does
-		// not exist here, so it resumes only after the first hotzone.
-		pastFirst := func(h *header.Header) bool {
-			_, hot := h.Meta.SegmentByFlag(header.FlagInReencryption)
-			return hot != nil && hot.Offset > 0
-		}
-		if killMidRun(t, cmd, hdr, time.Duration(try)*20*time.Millisecond, pastFirst) {
-			interrupted = true
-			break
-		}
-	}
-	require.True(t, interrupted, "no kill landed mid-run")
+	require.NoError(t, os.WriteFile(img, orig, 0o600))
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperDecryptChild$")
+	cmd.Env = append(os.Environ(), "VOLCRYPT_TEST_DECRYPT_IMAGE="+img, "VOLCRYPT_TEST_DECRYPT_HEADER="+hdr)
+	// cryptsetup 2.6.1 does not know decryption with a data shift; its
+	// recovery reads a first hotzone from a moved segment that does not
+	// exist here, so it resumes only after the first hotzone: kill in the
+	// second.
+	runKilled(t, cmd, killCase{2, stageData})
 	cryptsetupResume(t, img, "--header", hdr)
 	requirePlainFS(t, img, plain)
 }
@@ -610,6 +594,7 @@ func TestHelperReencryptChild(t *testing.T) {
 	if img == "" {
 		t.Skip("helper process only")
 	}
+	armKillPoint()
 	v, err := Reencrypt(context.Background(), img, []byte(testPass), ReencryptOptions{Keep: map[int][]byte{1: []byte(secondPass)}, HotzoneBytes: 1 << 20})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -629,7 +614,7 @@ func TestReencryptKilledAndResumed(t *testing.T) {
 	img, plain := rekeyImage(t, 11)
 	orig, err := os.ReadFile(img)
 	require.NoError(t, err)
-	killAndResume(t, img, func() *exec.Cmd { return reencryptChild(img) },
+	killAndResume(t, func() *exec.Cmd { return reencryptChild(img) },
 		func() { require.NoError(t, os.WriteFile(img, orig, 0o600)) },
 		func(t *testing.T) {
 			v, err := Reencrypt(context.Background(), img, []byte(testPass), ReencryptOptions{Keep: map[int][]byte{1: []byte(secondPass)}})
@@ -698,10 +683,17 @@ func cryptsetupResume(t *testing.T, img string, args ...string) {
 }
 
 // killInHotzone runs start after reset and kills it with SIGKILL inside a
-// hotzone (the state that needs checksum recovery) when possible, else
-// anywhere mid-run; the header is at hdr.
+// hotzone (the state that needs checksum recovery); the header is at hdr.
+// A volcrypt child kills itself there; cryptsetup is killed as soon as its
+// header shows a hotzone (else anywhere mid-run), and when it finishes
+// every try before that the test is skipped, never failed.
 func killInHotzone(t *testing.T, hdr string, reset func(), start func() *exec.Cmd) {
 	t.Helper()
+	if cmd := start(); cmd.Path == os.Args[0] {
+		reset()
+		runKilled(t, cmd, killCase{2, stageHotzone})
+		return
+	}
 	inHotzone := func(h *header.Header) bool {
 		_, hot := h.Meta.SegmentByFlag(header.FlagInReencryption)
 		return hot != nil
@@ -719,7 +711,7 @@ func killInHotzone(t *testing.T, hdr string, reset func(), start func() *exec.Cm
 			return
 		}
 	}
-	t.Fatal("no kill landed mid-run")
+	t.Skip("cryptsetup finished every run before a kill landed mid-run")
 }
 
 func hasReencrypt(h *header.Header) bool {
