@@ -13,8 +13,11 @@ package main
 // own session with standard streams on /dev/null, writes a state file
 // (/run/volcrypt/userspace/*.json: no secret; a user's own runtime directory
 // for a user who mounts through fusermount3) for status and close, and on
-// unmount (close, umount, SIGTERM/SIGINT/SIGHUP) syncs the device, wipes the
-// key, removes the state file and exits.
+// unmount (close, umount, SIGTERM/SIGINT/SIGHUP) syncs the device, leaves
+// the sync's outcome next to the state file (*.result, which close reads and
+// fails on), wipes the key, removes the state file and exits. While it
+// serves, it holds userspace.ClaimFile on the device and the header, so no
+// second server, whoever runs it, serves them too.
 
 import (
 	"bytes"
