@@ -538,6 +538,10 @@ func TestUserspaceUnprivileged(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok, "mounted")
 	require.Equal(t, img, info.Source)
+	// Root, whose state files are elsewhere, cannot serve it too.
+	r := volcrypt(t, "", "open", "--userspace", "-r", "--key-file", kf, img, t.TempDir())
+	require.Equal(t, 5, r.code, r.stderr)
+	require.Contains(t, r.stderr, "busy: "+img+" is already served by PID")
 	as("dd", "if="+filepath.Join(dir, "data"), "of="+filepath.Join(mp, userspaceFile), "bs=256k", "conv=notrunc,fsync")
 	require.Contains(t, as(vc, "status", mp), "is active (userspace, FUSE)")
 	as(vc, "close", mp)
