@@ -131,7 +131,8 @@ func TestVMInitramfs(t *testing.T) {
 	// under emulation takes a minute ("version" names no module tree).
 	hook := exec.Command("sh", filepath.Join(packaging, "hooks", "volcrypt"))
 	hook.Env = append(os.Environ(), "DESTDIR="+dest, "version=none", "verbose=n",
-		"VOLCRYPT_CRYPTTAB="+table, "VOLCRYPT_BIN="+binary)
+		"VOLCRYPT_CRYPTTAB="+table, "VOLCRYPT_BIN="+binary,
+		"VOLCRYPT_SYSTEM_CRYPTTAB=/nonexistent", "VOLCRYPT_LIB="+filepath.Join(packaging, "..", "lib"))
 	out, err := hook.CombinedOutput()
 	require.NoError(t, err, "hook: %s", out)
 	b, err := os.ReadFile(filepath.Join(dest, "etc", "volcrypt", "crypttab"))
