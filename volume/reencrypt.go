@@ -53,6 +53,8 @@ const (
 	stageData      = "data"      // the hotzone's new data is durable
 	stageProgress  = "progress"  // the header recording it done is durable
 	stageFinish    = "finish"    // the job's final clean-up has begun
+	// the final header is durable, the old key slots not yet wiped
+	stageFinishHeader = "finish-header"
 )
 
 // testKillPoint, set only in tests' child processes before a job starts,

@@ -179,6 +179,36 @@ func allZeros(f io.ReaderAt) (bool, error) {
 	}
 }
 
+// isDetached reports whether h, read from a header file, is a volume's
+// detached header rather than the header of a decryption with a data shift
+// in progress (which volcrypt keeps in a file while the data moves).
+func isDetached(h *header.Header) bool {
+	_, k := h.Meta.ReencryptKeyslot()
+	return k == nil || k.Area.Type == "checksum" || k.Area.Type == "journal" || k.Area.Type == "none"
+}
+
+// IsDetachedHeader reports whether the file at path holds a volume's
+// detached header (false: it does not exist, holds no LUKS header, or
+// holds the header of a decryption with a data shift in progress).
+func IsDetachedHeader(path string) (bool, error) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	f, err := openFile(path, true)
+	if err != nil {
+		return false, fmt.Errorf("header file: %w", err)
+	}
+	defer f.Close()
+	h, err := header.Read(f)
+	if errors.Is(err, header.ErrNotLUKS) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read header file %s: %w", path, err)
+	}
+	return isDetached(h), nil
+}
+
 // decryptDetached decrypts in place the volume whose detached header is
 // hfPath, or resumes the decryption recorded there. It reports false when
 // hfPath holds no detached header of a volume (so that the caller can
@@ -199,10 +229,10 @@ func decryptDetached(ctx context.Context, f *os.File, hfPath string, passphrase 
 	if err != nil {
 		return true, fmt.Errorf("read header file %s: %w", hfPath, err)
 	}
-	_, k := h.Meta.ReencryptKeyslot()
-	if k != nil && k.Area.Type != "checksum" && k.Area.Type != "journal" && k.Area.Type != "none" {
+	if !isDetached(h) {
 		return false, nil // a data shift
 	}
+	_, k := h.Meta.ReencryptKeyslot()
 	if err := checkWritable(h); err != nil {
 		return true, err
 	}

@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -65,6 +66,11 @@ func Reencrypt(ctx context.Context, path string, passphrase []byte, o ReencryptO
 	}
 	if err := checkWritable(h); err != nil {
 		return nil, err
+	}
+	if hf != f {
+		if _, err := header.Read(f); err == nil {
+			return nil, fmt.Errorf("%w: %s holds a LUKS header of its own: %s looks like a copy of it (reencrypting would leave the device's header stale); drop --header", kdf.ErrInvalidParams, path, hf.Name())
+		}
 	}
 	var j *rekeyJob
 	if _, k := h.Meta.ReencryptKeyslot(); k != nil {
@@ -164,6 +170,13 @@ func startRekeyJob(ctx context.Context, f, hf *os.File, h *header.Header, passph
 		}
 		k.Wipe()
 		keep[id] = pass
+	}
+	// Key material a crash left behind (a finish killed after its header
+	// write, before its wipe) goes before anything else.
+	if len(h.Damaged) == 0 {
+		if err := zeroFreeKeyslotArea(h, hf); err != nil {
+			return fail(err)
+		}
 	}
 
 	j.newSeg = *seg
@@ -625,12 +638,40 @@ func (j *rekeyJob) finish() error {
 	if err := writeHeader(h, j.hf); err != nil {
 		return err
 	}
+	commitStage(stageFinishHeader)
+	if j.digest < 0 {
+		// Decrypted: no key slot is left, the whole key-slot area goes.
+		return zeroRange(j.hf, 2*h.Size, h.KeyslotsEnd())
+	}
 	for _, a := range areas {
 		if err := header.WipeArea(dataSyncFile{j.hf}, a); err != nil {
 			return err
 		}
 	}
 	return datasync(j.hf)
+}
+
+// zeroFreeKeyslotArea zeroes the parts of h's key-slot area that no key
+// slot of h uses (old key material a crash left behind). h must be what
+// both header copies on f say, so that no copy names what it zeroes.
+func zeroFreeKeyslotArea(h *header.Header, f *os.File) error {
+	type span struct{ from, to int64 }
+	var used []span
+	for _, k := range h.Meta.Keyslots {
+		used = append(used, span{int64(k.Area.Offset), int64(k.Area.Offset) + int64(k.Area.Size)})
+	}
+	slices.SortFunc(used, func(a, b span) int { return cmp.Compare(a.from, b.from) })
+	end := h.KeyslotsEnd()
+	at := 2 * h.Size
+	for _, u := range append(used, span{end, end}) {
+		if from := min(u.from, end); from > at {
+			if err := zeroRange(f, at, from); err != nil {
+				return fmt.Errorf("wipe the free key-slot area: %w", err)
+			}
+		}
+		at = max(at, u.to)
+	}
+	return nil
 }
 
 // checkFSBlock refuses a sector size larger than the block size of an

@@ -731,3 +731,64 @@ func cryptsetupOpens(t *testing.T, img, pass string) {
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out)
 }
+
+// TestReencryptWipesKeyMaterialLeftByCrash kills a reencryption after its
+// final header write, before it wiped the old key slots, and checks that
+// the next reencryption zeroes what no key slot uses before it starts.
+func TestReencryptWipesKeyMaterialLeftByCrash(t *testing.T) {
+	img, plain := rekeyImage(t, 14)
+	runKilled(t, reencryptChild(img), killCase{1, stageFinishHeader})
+	h, err := readHeader(img)
+	require.NoError(t, err)
+	require.False(t, hasReencrypt(h), "killed after the final header write")
+	require.NotEmpty(t, nonzeroFree(t, img), "the crash leaves the old key slots")
+	// The next reencryption's key slots land where the old ones were; old
+	// material where no new slot goes (a slot that was high in the area)
+	// must go too.
+	high := bytes.Repeat([]byte{0xa5}, 4096)
+	func() {
+		f, err := os.OpenFile(img, os.O_RDWR, 0)
+		require.NoError(t, err)
+		defer f.Close()
+		_, err = f.WriteAt(high, h.KeyslotsEnd()-int64(len(high)))
+		require.NoError(t, err)
+	}()
+
+	// Slots get new numbers in a reencryption: find the second one.
+	f, err := os.Open(img)
+	require.NoError(t, err)
+	second := -1
+	for id := range h.Meta.Keyslots {
+		if k, err := h.OpenKeyslot(f, id, []byte(secondPass), kdf.DefaultLimits()); err == nil {
+			k.Wipe()
+			second = id
+		}
+	}
+	f.Close()
+	require.NotEqual(t, -1, second)
+	keep := map[int][]byte{second: []byte(secondPass)}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	_, err = Reencrypt(ctx, img, []byte(testPass), ReencryptOptions{Keep: keep, Progress: func(Progress) { cancel() }})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Empty(t, nonzeroFree(t, img), "the next reencryption starts by zeroing them")
+	v, err := Reencrypt(context.Background(), img, []byte(testPass), ReencryptOptions{Keep: keep})
+	require.NoError(t, err)
+	v.Close()
+	requireSameData(t, plain, plainBytes(t, img, int64(len(plain))))
+}
+
+// nonzeroFree returns the nonzero bytes of img's key-slot area that no key
+// slot uses.
+func nonzeroFree(t *testing.T, img string) []byte {
+	t.Helper()
+	h, err := readHeader(img)
+	require.NoError(t, err)
+	raw, err := os.ReadFile(img)
+	require.NoError(t, err)
+	area := raw[2*h.Size : h.KeyslotsEnd()]
+	for _, k := range h.Meta.Keyslots {
+		clear(area[int64(k.Area.Offset)-2*h.Size : int64(k.Area.Offset+k.Area.Size)-2*h.Size])
+	}
+	return bytes.Trim(area, "\x00")
+}

@@ -29,6 +29,10 @@ func exitCode(err error) (int, string) {
 	var cost *kdf.CostError
 	var busy *dm.BusyError
 	var req *header.RequirementsError
+	var unkept *tpmSlotUnkeptError
+	if errors.As(err, &unkept) {
+		return exitUsage, "--force removes it; re-enroll afterwards"
+	}
 	if hint, ok := tpmHint(err); ok {
 		return exitNoKey, hint
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"maps"
@@ -31,7 +32,6 @@ func (a *app) encryptCommand() *cobra.Command {
 		reduce sizeFlag
 		mdSize sizeFlag
 		ksSize sizeFlag
-		pj     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "encrypt [flags] (--reduce-device-size SIZE | --header FILE) DEVICE",
@@ -61,6 +61,9 @@ cryptsetup reencrypt --resume-only (after cryptsetup repair) can finish it too.`
 			if err != nil {
 				return err
 			}
+			if mode != "" && mode != header.ReencryptEncrypt {
+				return fmt.Errorf("%s is in the middle of a %s: run volcrypt %s again to finish it: %w", device, mode, mode, volume.ErrNotInReencryption)
+			}
 			resume := mode == header.ReencryptEncrypt
 			if !resume {
 				if reduce == 0 && o.HeaderFile == "" {
@@ -82,7 +85,7 @@ cryptsetup reencrypt --resume-only (after cryptsetup repair) can finish it too.`
 				return err
 			}
 			defer pass.Wipe()
-			p := a.progressTask(pj, "encrypt", device)
+			p := a.progressTask("encrypt", device)
 			o.Progress = p.update
 			v, err := volume.Encrypt(cmd.Context(), device, pass.Bytes(), o)
 			p.done(err)
@@ -109,7 +112,7 @@ cryptsetup reencrypt --resume-only (after cryptsetup repair) can finish it too.`
 	fs.Var(&mdSize, "luks2-metadata-size", "size of each header copy: 16k, 32k, … 4m")
 	fs.Var(&ksSize, "luks2-keyslots-size", "size of the key-slot area")
 	fs.StringVar(&o.HeaderFile, "header", "", "detached header file: the data stays in place")
-	progress.AddFlag(fs, &pj)
+	a.addProgressFlag(cmd)
 	a.addJSONFlag(cmd)
 	return cmd
 }
@@ -130,7 +133,6 @@ func (a *app) decryptCommand() *cobra.Command {
 	var (
 		key keyFlags
 		hdr string
-		pj  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "decrypt --header FILE DEVICE",
@@ -155,7 +157,7 @@ with the same FILE, to finish.`,
 			if hdr == "" {
 				return usageError{fmt.Errorf("--header FILE is required: the header moves there while the data moves over its place, or it is the volume's detached header")}
 			}
-			detached, err := isDetachedHeader(hdr)
+			detached, err := volume.IsDetachedHeader(hdr)
 			if err != nil {
 				return err
 			}
@@ -167,7 +169,7 @@ with the same FILE, to finish.`,
 				return err
 			}
 			defer pass.Wipe()
-			p := a.progressTask(pj, "decrypt", device)
+			p := a.progressTask("decrypt", device)
 			err = volume.Decrypt(cmd.Context(), device, pass.Bytes(), volume.DecryptOptions{HeaderFile: hdr, Progress: p.update})
 			p.done(err)
 			if err != nil {
@@ -176,7 +178,7 @@ with the same FILE, to finish.`,
 			if a.json {
 				return a.printJSON(map[string]any{"device": device, "decrypted": true})
 			}
-			if detached && !pj {
+			if detached && !a.progressJSON {
 				fmt.Fprintf(a.stderr, "%s is plain now; the header file %s holds no key any more and can be deleted.\n", device, hdr)
 			}
 			return nil
@@ -184,29 +186,9 @@ with the same FILE, to finish.`,
 	}
 	key.register(cmd.Flags())
 	cmd.Flags().StringVar(&hdr, "header", "", "the volume's detached header, or a new file to hold the header while the decryption runs")
-	progress.AddFlag(cmd.Flags(), &pj)
+	a.addProgressFlag(cmd)
 	a.addJSONFlag(cmd)
 	return cmd
-}
-
-// isDetachedHeader reports whether path is an existing LUKS header that
-// is not a decryption with a data shift in progress: the detached header
-// of the volume to decrypt in place.
-func isDetachedHeader(path string) (bool, error) {
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		return false, nil
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return false, fmt.Errorf("header file: %w", err)
-	}
-	defer f.Close()
-	h, err := header.Read(f)
-	if err != nil {
-		return false, nil
-	}
-	_, k := h.Meta.ReencryptKeyslot()
-	return k == nil || k.Area.ShiftSize == nil, nil
 }
 
 func (a *app) rekeyCommand() *cobra.Command {
@@ -216,7 +198,6 @@ func (a *app) rekeyCommand() *cobra.Command {
 		tf       tpmFlags
 		keepKeys []string
 		force    bool
-		pj       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "reencrypt [flags] DEVICE",
@@ -269,7 +250,7 @@ repair) can finish it too.`,
 					return err
 				}
 			}
-			p := a.progressTask(pj, "reencrypt", device)
+			p := a.progressTask("reencrypt", device)
 			o.Progress = p.update
 			v, err := volume.Reencrypt(cmd.Context(), device, pass.Bytes(), o)
 			p.done(err)
@@ -293,7 +274,7 @@ repair) can finish it too.`,
 	fs.IntVar(&o.SectorSize, "sector-size", 0, "new encryption sector size (default: the current one)")
 	fs.Var((*sizeFlag)(&o.HotzoneBytes), "hotzone-size", "data rewritten per step (default 4m)")
 	fs.StringVar(&o.HeaderFile, "header", "", "the volume's detached header")
-	progress.AddFlag(fs, &pj)
+	a.addProgressFlag(cmd)
 	a.addJSONFlag(cmd)
 	return cmd
 }
@@ -341,7 +322,10 @@ func (a *app) keepSlots(device string, pass []byte, f keepSlotsFlags, o *volume.
 			return err
 		}
 		if recoverySlots[slot] {
-			if b, err = normalizeRecovery([]byte(strings.TrimSpace(string(b)))); err != nil {
+			trimmed := slices.Clone(bytes.TrimSpace(b))
+			secret.Wipe(b)
+			// normalizeRecovery wipes trimmed when it returns another slice.
+			if b, err = normalizeRecovery(trimmed); err != nil {
 				return fmt.Errorf("--keep-key-file %s: %w", kv, err)
 			}
 		}
@@ -366,18 +350,13 @@ func (a *app) keepSlots(device string, pass []byte, f keepSlotsFlags, o *volume.
 			continue
 		}
 		if a.prompt.IsTerminal() {
-			what := "passphrase"
-			if recoverySlots[slot] {
-				what = "recovery password"
+			kept, err := a.askKeep(slot, recoverySlots[slot])
+			if err != nil {
+				return err
 			}
-			b, err := a.passphrase(keyFlags{}, fmt.Sprintf("Enter %s for key slot %d to keep it (empty: remove it): ", what, slot), false)
-			if err == nil && b.Len() > 0 {
-				o.Keep[slot] = slices.Clone(b.Bytes())
-				b.Wipe()
+			if kept != nil {
+				o.Keep[slot] = kept
 				continue
-			}
-			if b != nil {
-				b.Wipe()
 			}
 		}
 		dropped = append(dropped, strconv.Itoa(slot))
@@ -387,6 +366,46 @@ func (a *app) keepSlots(device string, pass []byte, f keepSlotsFlags, o *volume.
 	}
 	return nil
 }
+
+// askKeep asks on the terminal for the passphrase (or recovery password)
+// of a key slot to keep, again after a mistyped recovery password; nil
+// means an empty answer: remove the slot.
+func (a *app) askKeep(slot int, recovery bool) ([]byte, error) {
+	what := "passphrase"
+	if recovery {
+		what = "recovery password"
+	}
+	for {
+		b, err := a.passphrase(keyFlags{}, fmt.Sprintf("Enter %s for key slot %d to keep it (empty: remove it): ", what, slot), false)
+		switch {
+		case errors.Is(err, errRecoveryTypo):
+			fmt.Fprintf(a.stderr, "%v; try again\n", err)
+			continue
+		case errors.Is(err, passphrase.ErrEmpty):
+			return nil, nil
+		case err != nil:
+			return nil, err
+		}
+		defer b.Wipe()
+		if b.Len() == 0 {
+			return nil, nil
+		}
+		return slices.Clone(b.Bytes()), nil
+	}
+}
+
+// tpmSlotUnkeptError means that reencrypt refuses to run because the TPM
+// cannot unseal a TPM2 key slot to keep (and --force was not given).
+type tpmSlotUnkeptError struct {
+	slot int
+	err  error
+}
+
+func (e *tpmSlotUnkeptError) Error() string {
+	return fmt.Sprintf("key slot %d is a TPM2 enrollment the TPM cannot unseal, so it cannot be kept (give --tpm2-device, or --force to remove it and re-enroll afterwards): %v", e.slot, e.err)
+}
+
+func (e *tpmSlotUnkeptError) Unwrap() error { return e.err }
 
 // keepTPM2Slots adds the passphrases the TPM unseals for the volume's TPM2
 // slots to o.Keep. A slot it cannot unseal makes reencrypt refuse, or,
@@ -411,7 +430,7 @@ func (a *app) keepTPM2Slots(v *volume.Volume, device string, f keepSlotsFlags, o
 		}
 		err := keep.Failed[s]
 		if !f.force {
-			errs = append(errs, fmt.Errorf("key slot %d is a TPM2 enrollment the TPM cannot unseal, so it cannot be kept (give --tpm2-device, or --force to remove it and re-enroll afterwards): %w", s, err))
+			errs = append(errs, &tpmSlotUnkeptError{slot: s, err: err})
 			continue
 		}
 		fmt.Fprintf(a.stderr, "warning: TPM2 key slot %d will be removed (%v); afterwards enroll the TPM again: volcrypt enroll tpm2 --tpm2-device auto %s\n", s, err, device)
@@ -429,8 +448,8 @@ type progressTask struct {
 	t          *progress.Task
 }
 
-func (a *app) progressTask(jsonLines bool, what, item string) *progressTask {
-	return &progressTask{r: progress.New(a.stderr, jsonLines), what: what, item: item}
+func (a *app) progressTask(what, item string) *progressTask {
+	return &progressTask{r: a.progress(), what: what, item: item}
 }
 
 func (p *progressTask) update(pr volume.Progress) {

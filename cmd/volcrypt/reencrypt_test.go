@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -11,8 +13,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/volcrypt/volcrypt/header"
 	"github.com/volcrypt/volcrypt/internal/progress"
 	"github.com/volcrypt/volcrypt/internal/swtpmtest"
+	"github.com/volcrypt/volcrypt/volume"
 )
 
 // TestEncryptCommand encrypts an ext4 image in place through the CLI; the
@@ -148,12 +152,30 @@ func TestEncryptDetachedCommand(t *testing.T) {
 	requireProgressLines(t, r.stderr, "encrypt", img, 24<<20)
 	mustRun(t, "", "open", "--test", "--key-file", kf, "--header", hdr, img)
 	mustCryptsetup(t, "open", "--test-passphrase", "--key-file", kf, "--header", hdr, img)
-	out, _ = exec.Command("debugfs", "-R", "cat /hello", img).Output()
-	require.NotContains(t, string(out), "hello", "the file system is not readable any more")
+	if _, err := exec.LookPath("debugfs"); err != nil {
+		t.Skip("debugfs not installed")
+	}
+	// debugfs exits 0 even when it cannot open the file system: require
+	// its complaint, so that a debugfs that did not run cannot pass.
+	out, err = exec.Command("debugfs", "-R", "cat /hello", img).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "Bad magic number", "the file system is not readable any more")
+	require.NotContains(t, string(out), "hello, detached", "the file system is not readable any more")
 
 	r = mustRun(t, "", "reencrypt", "-q", "--progress-json", "--key-file", kf, "--header", hdr, img)
 	requireProgressLines(t, r.stderr, "reencrypt", img, 24<<20)
 	mustCryptsetup(t, "open", "--test-passphrase", "--key-file", kf, "--header", hdr, img)
+
+	// A decryption in progress: encrypt refuses before asking anything.
+	pass, err := os.ReadFile(kf)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	err = volume.Decrypt(ctx, img, pass, volume.DecryptOptions{HeaderFile: hdr, Progress: func(volume.Progress) { cancel() }})
+	require.ErrorIs(t, err, context.Canceled)
+	r = volcrypt(t, "", append(append([]string{"encrypt", "--header", hdr}, cheap...), img)...)
+	require.Equal(t, 1, r.code, "%s", r.stderr)
+	require.Contains(t, r.stderr, "in the middle of a decrypt")
+	require.NotContains(t, r.stderr, "passphrase")
 
 	r = mustRun(t, "", "decrypt", "-q", "--progress-json", "--key-file", kf, "--header", hdr, img)
 	requireProgressLines(t, r.stderr, "decrypt", img, 24<<20)
@@ -162,6 +184,12 @@ func TestEncryptDetachedCommand(t *testing.T) {
 	require.Equal(t, "hello, detached\n", string(out))
 	r = volcrypt(t, "", "open", "--test", "--key-file", kf, "--header", hdr, img)
 	require.NotZero(t, r.code, "no key left: %s", r.stderr)
+	// No key material is left in the header file's key-slot area.
+	raw, err := os.ReadFile(hdr)
+	require.NoError(t, err)
+	h, err := header.Read(bytes.NewReader(raw))
+	require.NoError(t, err)
+	requireZeros(t, raw, 2*h.Size, h.KeyslotsEnd(), "the header file's key-slot area")
 }
 
 // TestReencryptKeepsTPM2AndRecovery reencrypts a volume with a passphrase,
@@ -176,9 +204,9 @@ func TestReencryptKeepsTPM2AndRecovery(t *testing.T) {
 	before := mustRun(t, "", "key", "list", "--json", img).stdout
 
 	r := volcrypt(t, "", "reencrypt", "-q", "--key-file", kf, "--keep-key-file", "1="+rec, "--tpm2-device", "/nonexistent/tpm", img)
-	require.Equal(t, 2, r.code, "no TPM: %s", r.stderr)
+	require.Equal(t, 1, r.code, "no TPM: %s", r.stderr)
 	require.Contains(t, r.stderr, "key slot 2 is a TPM2 enrollment")
-	require.Contains(t, r.stderr, "--force")
+	require.Contains(t, r.stderr, "hint: --force removes it; re-enroll afterwards")
 	require.Equal(t, before, mustRun(t, "", "key", "list", "--json", img).stdout, "a refusal changes nothing")
 
 	mustRun(t, "", "reencrypt", "-q", "--key-file", kf, "--keep-key-file", "1="+rec, "--tpm2-device", tp.Device, img)
@@ -243,4 +271,25 @@ umount "$4" && cryptsetup close vcdetached && echo "$sums"`, img, kf, hdr, mnt)
 sums=$(cd "$2" && find . -type f ! -path './lost+found/*' | sort | xargs sha256sum)
 umount "$2" && echo "$sums"`, img, mnt)
 	require.Equal(t, sums, got)
+}
+
+// requireZeros requires b[from:to] to be all zeros, naming the nonzero
+// ranges otherwise.
+func requireZeros(t *testing.T, b []byte, from, to int64, what string) {
+	t.Helper()
+	to = min(to, int64(len(b)))
+	var bad []string
+	for i := from; i < to; {
+		if b[i] == 0 {
+			i++
+			continue
+		}
+		j := i
+		for j < to && b[j] != 0 {
+			j++
+		}
+		bad = append(bad, fmt.Sprintf("[%d, %d)", i, j))
+		i = j
+	}
+	require.Empty(t, bad, "%s holds nonzero bytes", what)
 }
