@@ -357,7 +357,7 @@ func luks2Magic(f io.ReaderAt) (primary bool, secondary int64, err error) {
 	b := make([]byte, len(luks2PrimaryMagic))
 	has := func(off int64, magic []byte) (bool, error) {
 		if _, err := f.ReadAt(b, off); err != nil {
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				return false, nil
 			}
 			return false, fmt.Errorf("read header magic: %w", err)
@@ -693,7 +693,7 @@ func writeSync(f *os.File, p []byte, off int64) error {
 func datasync(f *os.File) error {
 	for {
 		err := unix.Fdatasync(int(f.Fd()))
-		if err != unix.EINTR {
+		if !errors.Is(err, unix.EINTR) {
 			if err != nil {
 				return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
 			}
@@ -735,7 +735,7 @@ func copyRange(f *os.File, dst, src, n int64) error {
 func ext4Size(r io.ReaderAt) (int64, bool, error) {
 	sb := make([]byte, 1024)
 	if _, err := r.ReadAt(sb, 1024); err != nil {
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return 0, false, nil
 		}
 		return 0, false, fmt.Errorf("read file system superblock: %w", err)

@@ -115,12 +115,9 @@ func startUnshiftJob(ctx context.Context, f *os.File, hfPath string, passphrase 
 	if _, k := h.Meta.ReencryptKeyslot(); k != nil {
 		return nil, fmt.Errorf("%w: %s is in the middle of a %s; finish it first", ErrNotInReencryption, f.Name(), k.Mode)
 	}
-	seg, err := h.DataSegment()
+	seg, err := singleCryptSegment(h, "decrypts")
 	if err != nil {
 		return nil, err
-	}
-	if len(h.Meta.Segments) != 1 || seg.Type != header.SegmentCrypt || !seg.Size.Dynamic || seg.IVTweak == nil || *seg.IVTweak != 0 {
-		return nil, fmt.Errorf("%w: volcrypt decrypts a volume with one dynamic crypt segment only", ErrNotInReencryption)
 	}
 	shift := int64(seg.Offset)
 	if shift < h.KeyslotsEnd() {

@@ -170,7 +170,7 @@ func allZeros(f io.ReaderAt) (bool, error) {
 			}
 		}
 		off += int64(n)
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return true, nil
 		}
 		if err != nil {
