@@ -792,3 +792,21 @@ func nonzeroFree(t *testing.T, img string) []byte {
 	}
 	return bytes.Trim(area, "\x00")
 }
+
+// TestReencryptRefusesHeaderCopy: a copy of the device's own header named
+// as detached header would leave the device's header stale.
+func TestReencryptRefusesHeaderCopy(t *testing.T) {
+	t.Parallel()
+	img, _ := encryptedImage(t, testDev, testDev-testReduce, 15)
+	h, err := readHeader(img)
+	require.NoError(t, err)
+	raw, err := os.ReadFile(img)
+	require.NoError(t, err)
+	hdr := filepath.Join(t.TempDir(), "hdr")
+	require.NoError(t, os.WriteFile(hdr, raw[:h.KeyslotsEnd()], 0o600))
+	_, err = Reencrypt(context.Background(), img, []byte(testPass), ReencryptOptions{HeaderFile: hdr})
+	require.ErrorIs(t, err, kdf.ErrInvalidParams)
+	now, err := os.ReadFile(img)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(raw, now), "the refusal changes nothing")
+}

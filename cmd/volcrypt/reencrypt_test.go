@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/volcrypt/volcrypt/header"
 	"github.com/volcrypt/volcrypt/internal/progress"
@@ -292,4 +293,44 @@ func requireZeros(t *testing.T, b []byte, from, to int64, what string) {
 		i = j
 	}
 	require.Empty(t, bad, "%s holds nonzero bytes", what)
+}
+
+// openPTY returns the two ends of a new pseudo-terminal.
+func openPTY(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	require.NoError(t, unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0))
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	require.NoError(t, err)
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	return m, s
+}
+
+// TestReencryptKeepSlotPromptTypo types a recovery password with a typo at
+// the prompt for a slot to keep: reencrypt says so and asks again, and the
+// slot is kept with the corrected answer.
+func TestReencryptKeepSlotPromptTypo(t *testing.T) {
+	img, kf, recovery := tpmVolume(t)
+	master, slave := openPTY(t)
+	// A wrong digit at the end of the first group breaks its checksum.
+	typo := []byte(recovery)
+	typo[5] = '0' + (typo[5]-'0'+1)%10
+	_, err := master.Write([]byte(string(typo) + "\n" + recovery + "\n"))
+	require.NoError(t, err)
+	cmd := exec.Command(binary, "reencrypt", "-q", "--key-file", kf, img)
+	cmd.Env = append(os.Environ(), "VOLCRYPT_TEST_AS_CLI=1")
+	var out, errb bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, &out, &errb
+	require.NoError(t, cmd.Run(), "%s", errb.String())
+	require.Contains(t, errb.String(), "try again")
+	require.NotContains(t, errb.String(), "will be removed")
+	mustRun(t, recovery, "open", "--test", img)
+	r := mustRun(t, "", "key", "list", "--json", img)
+	require.Equal(t, 2, strings.Count(r.stdout, `"kind"`), "both slots kept: %s", r.stdout)
 }
