@@ -191,22 +191,34 @@ func isDetached(h *header.Header) bool {
 // detached header (false: it does not exist, holds no LUKS header, or
 // holds the header of a decryption with a data shift in progress).
 func IsDetachedHeader(path string) (bool, error) {
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		return false, nil
+	f, h, err := openHeaderIfAny(path, true)
+	if f == nil {
+		return false, err
 	}
-	f, err := openFile(path, true)
-	if err != nil {
-		return false, fmt.Errorf("header file: %w", err)
-	}
-	defer f.Close()
-	h, err := header.Read(f)
-	if errors.Is(err, header.ErrNotLUKS) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("read header file %s: %w", path, err)
-	}
+	f.Close()
 	return isDetached(h), nil
+}
+
+// openHeaderIfAny opens the header file at path and reads its header; it
+// returns no file and no error when path does not exist or holds no LUKS
+// header.
+func openHeaderIfAny(path string, readOnly bool) (*os.File, *header.Header, error) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil, nil, nil
+	}
+	f, err := openFile(path, readOnly)
+	if err != nil {
+		return nil, nil, fmt.Errorf("header file: %w", err)
+	}
+	h, err := header.Read(f)
+	if err != nil {
+		f.Close()
+		if errors.Is(err, header.ErrNotLUKS) {
+			return nil, nil, nil
+		}
+		return nil, nil, fmt.Errorf("read header file %s: %w", path, err)
+	}
+	return f, h, nil
 }
 
 // decryptDetached decrypts in place the volume whose detached header is
@@ -214,21 +226,11 @@ func IsDetachedHeader(path string) (bool, error) {
 // hfPath holds no detached header of a volume (so that the caller can
 // try a decryption with a data shift).
 func decryptDetached(ctx context.Context, f *os.File, hfPath string, passphrase []byte, progress func(Progress)) (bool, error) {
-	if _, err := os.Stat(hfPath); errors.Is(err, os.ErrNotExist) {
-		return false, nil
-	}
-	hf, err := openFile(hfPath, false)
-	if err != nil {
-		return true, fmt.Errorf("header file: %w", err)
+	hf, h, err := openHeaderIfAny(hfPath, false)
+	if hf == nil {
+		return err != nil, err
 	}
 	defer hf.Close()
-	h, err := header.Read(hf)
-	if errors.Is(err, header.ErrNotLUKS) {
-		return false, nil
-	}
-	if err != nil {
-		return true, fmt.Errorf("read header file %s: %w", hfPath, err)
-	}
 	if !isDetached(h) {
 		return false, nil // a data shift
 	}
