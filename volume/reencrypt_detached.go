@@ -54,22 +54,22 @@ func encryptDetached(ctx context.Context, path string, passphrase []byte, o Encr
 		}
 		j, err = resumeRekeyJob(f, hf, h, passphrase)
 	case errors.Is(err, header.ErrNotLUKS):
-		if j, err = startDetachedEncrypt(ctx, f, hf, passphrase, o); err != nil {
-			if created {
-				// Nothing happened: leave no header file behind.
-				os.Remove(o.HeaderFile)
-			}
-		} else if err = syncDir(filepath.Dir(o.HeaderFile)); err != nil {
-			// The header file's name must be durable before any
-			// data is rewritten: without it the data is lost.
-			j.close()
-			err = fmt.Errorf("header file %s: sync its directory: %w", o.HeaderFile, err)
+		if j, err = startDetachedEncrypt(ctx, f, hf, passphrase, o); err != nil && created {
+			// Nothing happened: leave no header file behind.
+			os.Remove(o.HeaderFile)
 		}
 	default:
 		return nil, fmt.Errorf("read header file %s: %w", o.HeaderFile, err)
 	}
 	if err != nil {
 		return nil, err
+	}
+	// The header file's name must be durable before any data is rewritten:
+	// without it the data is lost. On a resume too: the run that created
+	// the file may have been cut before it synced the directory.
+	if err := syncDir(filepath.Dir(o.HeaderFile)); err != nil {
+		j.close()
+		return nil, fmt.Errorf("header file %s: sync its directory: %w", o.HeaderFile, err)
 	}
 	j.progress = o.Progress
 	return runToEnd(ctx, j, f, l, path, LoadOptions{HeaderFile: o.HeaderFile, Logger: o.Logger})
