@@ -409,6 +409,12 @@ func restartShiftJob(ctx context.Context, f *os.File, h *header.Header, secondar
 		if _, m := h.Meta.SegmentByFlag(header.FlagBackupMoved); m == nil || int64(m.Offset)+shift != dev {
 			return nil, fmt.Errorf("%w: the interrupted encryption of %s has no moved segment at its end", ErrNotInReencryption, f.Name())
 		}
+		// Format writes the primary copy before the first hotzone: a
+		// header past that state lost its primary copy otherwise, and
+		// formatting again would take encrypted data for plain.
+		if !formatState(h, shift) {
+			return nil, fmt.Errorf("%w: %s has lost the primary copy of its header in the middle of an encryption; repair it first (cryptsetup repair)", ErrNotInReencryption, f.Name())
+		}
 	} else if hdrSize > 0 {
 		// Only the secondary copy may have been written (torn).
 		untouched = append(untouched, [2]int64{0, hdrSize}, [2]int64{2 * hdrSize, shift})
@@ -437,6 +443,28 @@ func restartShiftJob(ctx context.Context, f *os.File, h *header.Header, secondar
 	}
 	o.ReduceDeviceSizeBytes = 2 * shift
 	return startShiftJob(ctx, f, passphrase, o, true)
+}
+
+// formatState reports whether h is the header shiftJob.format writes:
+// the first hotzone (the end of the data) in progress and no data
+// encrypted.
+func formatState(h *header.Header, shift int64) bool {
+	_, prev := h.Meta.SegmentByFlag(header.FlagBackupPrevious)
+	if prev == nil || prev.Size.Dynamic || prev.Size.Bytes == 0 {
+		return false
+	}
+	first := (int64(prev.Size.Bytes) - 1) / shift * shift
+	hot := false
+	for _, s := range h.Meta.Segments {
+		if s.Type != header.SegmentCrypt || slices.ContainsFunc(s.Flags, isBackupFlag) {
+			continue
+		}
+		if s.IVTweak == nil || int64(*s.IVTweak)*512 != first || !slices.Contains(s.Flags, header.FlagInReencryption) {
+			return false
+		}
+		hot = true
+	}
+	return hot
 }
 
 func resumeShiftJob(f *os.File, h *header.Header, passphrase []byte) (*shiftJob, error) {

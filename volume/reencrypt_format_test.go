@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -78,4 +79,25 @@ func TestEncryptFormatTornWrites(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestEncryptRefusesLostPrimaryMidRun: a header whose primary copy is gone
+// after hotzones were encrypted must not be formatted again (that would
+// take encrypted data for plain).
+func TestEncryptRefusesLostPrimaryMidRun(t *testing.T) {
+	const dev, fs = testDev, testDev - testReduce
+	img, _ := fsImage(t, dev, fs, 16)
+	runKilled(t, encryptChild(img), killCase{2, stageProgress})
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt(make([]byte, 4096), 0)
+	f.Close()
+	require.NoError(t, err)
+	before, err := os.ReadFile(img)
+	require.NoError(t, err)
+	_, err = Encrypt(context.Background(), img, []byte(testPass), encryptOpts(testReduce))
+	require.ErrorIs(t, err, ErrNotInReencryption)
+	after, err := os.ReadFile(img)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(before, after), "the refusal changes nothing")
 }
