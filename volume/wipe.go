@@ -41,7 +41,7 @@ func (v *Volume) Wipe(ctx context.Context, key *secret.Buffer, progress func(Pro
 	}
 	for done < size {
 		if err := ctx.Err(); err != nil {
-			if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, err) {
+			if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
 				err = fmt.Errorf("%w (%w)", err, cause) // such as the signal that stopped it
 			}
 			return v.wipeStopped(done, size, err)
