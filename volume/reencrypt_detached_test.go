@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -154,37 +153,13 @@ func TestEncryptDetachedRefuses(t *testing.T) {
 	require.True(t, bytes.Equal(orig, now), "refusals leave the device unchanged")
 }
 
-// TestHelperEncryptDetachedChild is the child process the interruption
-// tests kill.
-func TestHelperEncryptDetachedChild(t *testing.T) {
-	img, hdr := os.Getenv("VOLCRYPT_TEST_DETACHED_IMAGE"), os.Getenv("VOLCRYPT_TEST_DETACHED_HEADER")
-	if img == "" {
-		t.Skip("helper process only")
-	}
-	armKillPoint()
-	var err error
-	if os.Getenv("VOLCRYPT_TEST_DETACHED_DECRYPT") != "" {
-		err = Decrypt(context.Background(), img, []byte(testPass), DecryptOptions{HeaderFile: hdr})
-	} else {
-		var v *Volume
-		if v, err = Encrypt(context.Background(), img, []byte(testPass), detachedOpts(hdr)); err == nil {
-			v.Close()
-		}
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(3)
-	}
-	os.Exit(0)
-}
-
+// detachedChild encrypts img in place behind the header file hdr, or
+// decrypts it, in a child process.
 func detachedChild(img, hdr string, decrypt bool) *exec.Cmd {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperEncryptDetachedChild$")
-	cmd.Env = append(os.Environ(), "VOLCRYPT_TEST_DETACHED_IMAGE="+img, "VOLCRYPT_TEST_DETACHED_HEADER="+hdr)
 	if decrypt {
-		cmd.Env = append(cmd.Env, "VOLCRYPT_TEST_DETACHED_DECRYPT=1")
+		return inPlaceChild("decrypt", img, hdr)
 	}
-	return cmd
+	return inPlaceChild("encrypt-detached", img, hdr)
 }
 
 // killAndResume kills child runs at the commit stages of a hotzone (the

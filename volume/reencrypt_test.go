@@ -210,28 +210,52 @@ func runKilled(t *testing.T, cmd *exec.Cmd, k killCase) {
 	t.Fatalf("the child was not killed at %v: %v: %s", k, err, out)
 }
 
-// TestHelperEncryptChild is the child process the interruption tests kill:
-// it encrypts the image named in its environment and exits.
-func TestHelperEncryptChild(t *testing.T) {
-	img := os.Getenv("VOLCRYPT_TEST_ENCRYPT_IMAGE")
-	if img == "" {
+// TestHelperInPlaceChild is the child process the interruption tests
+// kill: it runs the in-place operation named in its environment (encrypt,
+// encrypt-detached, decrypt, reencrypt) on an image and header file, armed
+// with the kill point the test chose, and exits.
+func TestHelperInPlaceChild(t *testing.T) {
+	op := os.Getenv("VOLCRYPT_TEST_CHILD_OP")
+	if op == "" {
 		t.Skip("helper process only")
 	}
+	img, hdr := os.Getenv("VOLCRYPT_TEST_CHILD_IMAGE"), os.Getenv("VOLCRYPT_TEST_CHILD_HEADER")
 	armKillPoint()
-	v, err := Encrypt(context.Background(), img, []byte(testPass), encryptOpts(testReduce))
+	ctx := context.Background()
+	var v *Volume
+	var err error
+	switch op {
+	case "encrypt":
+		v, err = Encrypt(ctx, img, []byte(testPass), encryptOpts(testReduce))
+	case "encrypt-detached":
+		v, err = Encrypt(ctx, img, []byte(testPass), detachedOpts(hdr))
+	case "decrypt":
+		err = Decrypt(ctx, img, []byte(testPass), DecryptOptions{HeaderFile: hdr})
+	case "reencrypt":
+		v, err = Reencrypt(ctx, img, []byte(testPass), ReencryptOptions{Keep: map[int][]byte{1: []byte(secondPass)}, HotzoneBytes: 1 << 20})
+	default:
+		err = fmt.Errorf("unknown operation %q", op)
+	}
+	if v != nil {
+		v.Close()
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
 	}
-	v.Close()
 	os.Exit(0)
 }
 
-func encryptChild(img string) *exec.Cmd {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperEncryptChild$")
-	cmd.Env = append(os.Environ(), "VOLCRYPT_TEST_ENCRYPT_IMAGE="+img)
+// inPlaceChild returns the command that runs op on img (with the header
+// file hdr, if any) in a TestHelperInPlaceChild process.
+func inPlaceChild(op, img, hdr string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperInPlaceChild$")
+	cmd.Env = append(os.Environ(), "VOLCRYPT_TEST_CHILD_OP="+op, "VOLCRYPT_TEST_CHILD_IMAGE="+img, "VOLCRYPT_TEST_CHILD_HEADER="+hdr)
 	return cmd
 }
+
+// encryptChild encrypts img with a data shift in a child process.
+func encryptChild(img string) *exec.Cmd { return inPlaceChild("encrypt", img, "") }
 
 // TestEncryptKilledAndResumed kills an encryption with a data shift at
 // its commit stages (8 hotzones) and resumes it.
@@ -459,29 +483,10 @@ func TestDecryptInPlace(t *testing.T) {
 	requirePlainFS(t, img, plain)
 }
 
-// TestHelperDecryptChild is the child process the interruption tests kill.
-func TestHelperDecryptChild(t *testing.T) {
-	img, hdr := os.Getenv("VOLCRYPT_TEST_DECRYPT_IMAGE"), os.Getenv("VOLCRYPT_TEST_DECRYPT_HEADER")
-	if img == "" {
-		t.Skip("helper process only")
-	}
-	armKillPoint()
-	if err := Decrypt(context.Background(), img, []byte(testPass), DecryptOptions{HeaderFile: hdr}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(3)
-	}
-	os.Exit(0)
-}
-
 func TestDecryptKilledAndResumed(t *testing.T) {
 	const dev, fs = testDev, testDev - testReduce
 	img, plain := encryptedImage(t, dev, fs, 6)
 	hdr := filepath.Join(t.TempDir(), "hdr")
-	child := func(img string) *exec.Cmd {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperDecryptChild$")
-		cmd.Env = append(os.Environ(), "VOLCRYPT_TEST_DECRYPT_IMAGE="+img, "VOLCRYPT_TEST_DECRYPT_HEADER="+hdr)
-		return cmd
-	}
 	orig, err := os.ReadFile(img)
 	require.NoError(t, err)
 	for _, k := range []killCase{{1, stageData}, {4, stageProgress}, {1, stageFinish}} {
@@ -489,7 +494,7 @@ func TestDecryptKilledAndResumed(t *testing.T) {
 			require.NoError(t, os.WriteFile(img, orig, 0o600))
 			os.Remove(hdr)
 			os.Remove(hdr + ".done")
-			runKilled(t, child(img), k)
+			runKilled(t, inPlaceChild("decrypt", img, hdr), k)
 			// Killed with the header file in place (resume), or during the
 			// final clean-up (the rerun only destroys the renamed file).
 			require.NoError(t, Decrypt(context.Background(), img, []byte(testPass), DecryptOptions{HeaderFile: hdr}))
@@ -513,8 +518,7 @@ func TestDecryptResumedByCryptsetup(t *testing.T) {
 	orig, err := os.ReadFile(img)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(img, orig, 0o600))
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperDecryptChild$")
-	cmd.Env = append(os.Environ(), "VOLCRYPT_TEST_DECRYPT_IMAGE="+img, "VOLCRYPT_TEST_DECRYPT_HEADER="+hdr)
+	cmd := inPlaceChild("decrypt", img, hdr)
 	// cryptsetup 2.6.1 does not know decryption with a data shift; its
 	// recovery reads a first hotzone from a moved segment that does not
 	// exist here, so it resumes only after the first hotzone: kill in the
@@ -588,27 +592,8 @@ func TestReencryptInPlace(t *testing.T) {
 	}
 }
 
-// TestHelperReencryptChild is the child process the interruption tests kill.
-func TestHelperReencryptChild(t *testing.T) {
-	img := os.Getenv("VOLCRYPT_TEST_REENCRYPT_IMAGE")
-	if img == "" {
-		t.Skip("helper process only")
-	}
-	armKillPoint()
-	v, err := Reencrypt(context.Background(), img, []byte(testPass), ReencryptOptions{Keep: map[int][]byte{1: []byte(secondPass)}, HotzoneBytes: 1 << 20})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(3)
-	}
-	v.Close()
-	os.Exit(0)
-}
-
-func reencryptChild(img string) *exec.Cmd {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperReencryptChild$")
-	cmd.Env = append(os.Environ(), "VOLCRYPT_TEST_REENCRYPT_IMAGE="+img)
-	return cmd
-}
+// reencryptChild re-keys img (keeping slot 1) in a child process.
+func reencryptChild(img string) *exec.Cmd { return inPlaceChild("reencrypt", img, "") }
 
 func TestReencryptKilledAndResumed(t *testing.T) {
 	img, plain := rekeyImage(t, 11)
