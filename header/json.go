@@ -149,6 +149,15 @@ type SegmentSize struct {
 	Bytes   uint64
 }
 
+// SizeOf returns a segment size of n bytes, or "dynamic" (to the end of
+// the device) when n is negative.
+func SizeOf(n int64) SegmentSize {
+	if n < 0 {
+		return SegmentSize{Dynamic: true}
+	}
+	return SegmentSize{Bytes: uint64(n)}
+}
+
 // UnmarshalJSON accepts "dynamic" or a decimal string.
 func (s *SegmentSize) UnmarshalJSON(b []byte) error {
 	var str string

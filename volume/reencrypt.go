@@ -536,28 +536,29 @@ func resumeShiftJob(f *os.File, h *header.Header, passphrase []byte) (*shiftJob,
 	return j, nil
 }
 
+// newSegments empties m's segments and returns a function that adds s as
+// the next segment (ids count from 0, as cryptsetup numbers them) and
+// returns its id.
+func newSegments(m *header.Metadata) func(s *header.Segment) int {
+	m.Segments = map[int]*header.Segment{}
+	return func(s *header.Segment) int {
+		id := len(m.Segments)
+		m.Segments[id] = s
+		return id
+	}
+}
+
 // setSegments writes the segment layout for hotzone [a, a+hotzone) being
 // rewritten into the header's metadata (not to disk), as cryptsetup lays
 // it out: plain data before the hotzone (the moved head, then data in
 // place), the hotzone, the encrypted data after it, then the backups.
 func (j *shiftJob) setSegments(a int64) {
 	m := j.h.Meta
-	m.Segments = map[int]*header.Segment{}
-	add := func(s *header.Segment) int {
-		id := len(m.Segments)
-		m.Segments[id] = s
-		return id
-	}
+	add := newSegments(m)
 	cryptSeg := func(logical, size int64, flags ...string) *header.Segment {
 		tweak := header.U64(logical / 512)
-		s := &header.Segment{Type: header.SegmentCrypt, Offset: header.U64(logical + j.shift), IVTweak: &tweak,
-			Encryption: j.cipher, SectorSize: j.sector, Flags: flags}
-		if size < 0 {
-			s.Size.Dynamic = true
-		} else {
-			s.Size.Bytes = uint64(size)
-		}
-		return s
+		return &header.Segment{Type: header.SegmentCrypt, Offset: header.U64(logical + j.shift), Size: header.SizeOf(size),
+			IVTweak: &tweak, Encryption: j.cipher, SectorSize: j.sector, Flags: flags}
 	}
 	linear := func(off, size int64, flags ...string) *header.Segment {
 		return &header.Segment{Type: header.SegmentLinear, Offset: header.U64(off), Size: header.SegmentSize{Bytes: uint64(size)}, Flags: flags}

@@ -273,20 +273,9 @@ func (j *unshiftJob) load(passphrase []byte) error {
 // rest, then the backups of the old and new layouts.
 func (j *unshiftJob) setSegments(a int64) {
 	m := j.h.Meta
-	m.Segments = map[int]*header.Segment{}
-	add := func(s *header.Segment) int {
-		id := len(m.Segments)
-		m.Segments[id] = s
-		return id
-	}
+	add := newSegments(m)
 	linear := func(off, size int64, flags ...string) *header.Segment {
-		s := &header.Segment{Type: header.SegmentLinear, Offset: header.U64(off), Flags: flags}
-		if size < 0 {
-			s.Size.Dynamic = true
-		} else {
-			s.Size.Bytes = uint64(size)
-		}
-		return s
+		return &header.Segment{Type: header.SegmentLinear, Offset: header.U64(off), Size: header.SizeOf(size), Flags: flags}
 	}
 	cryptSeg := func(logical int64, flags ...string) *header.Segment {
 		tweak := header.U64(logical / 512)

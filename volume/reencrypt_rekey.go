@@ -432,7 +432,7 @@ type piece struct {
 // otherwise is dynamic.
 func (j *rekeyJob) layout(pieces ...piece) {
 	m := j.h.Meta
-	m.Segments = map[int]*header.Segment{}
+	next := newSegments(m)
 	add := func(s header.Segment, logical, size int64, flags ...string) int {
 		s.Offset = header.U64(j.offset + logical)
 		if s.Type == header.SegmentCrypt {
@@ -440,13 +440,8 @@ func (j *rekeyJob) layout(pieces ...piece) {
 			s.IVTweak = &tweak
 		}
 		s.Flags = flags
-		s.Size = header.SegmentSize{Dynamic: size < 0}
-		if size >= 0 {
-			s.Size.Bytes = uint64(size)
-		}
-		id := len(m.Segments)
-		m.Segments[id] = &s
-		return id
+		s.Size = header.SizeOf(size)
+		return next(&s)
 	}
 	pieces = slices.DeleteFunc(pieces, func(p piece) bool { return p.to <= p.from })
 	var oldIDs, newIDs []int
