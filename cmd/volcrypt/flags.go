@@ -6,7 +6,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/spf13/pflag"
+
 	"github.com/volcrypt/volcrypt/internal/secret"
+	"github.com/volcrypt/volcrypt/volume"
 )
 
 // sizeFlag is a byte size with an optional k, m or g suffix (powers of 1024).
@@ -28,6 +31,18 @@ func (s *sizeFlag) Set(v string) error {
 	}
 	*s = sizeFlag(n * mult)
 	return nil
+}
+
+// registerNewVolumeFlags registers the flags format and encrypt share for
+// a new volume: its cipher, key size, labels, UUID and header sizes.
+func registerNewVolumeFlags(fs *pflag.FlagSet, o *volume.FormatOptions) {
+	fs.StringVarP(&o.Cipher, "cipher", "c", "aes-xts-plain64", "cipher specification of the data")
+	fs.IntVarP(&o.KeySizeBits, "key-size", "s", 512, "volume key size in bits")
+	fs.StringVar(&o.Label, "label", "", "label of the volume")
+	fs.StringVar(&o.Subsystem, "subsystem", "", "subsystem label of the volume")
+	fs.StringVar(&o.UUID, "uuid", "", "UUID of the volume (random by default)")
+	fs.Var((*sizeFlag)(&o.MetadataSizeBytes), "luks2-metadata-size", "size of each header copy: 16k, 32k, … 4m")
+	fs.Var((*sizeFlag)(&o.KeyslotsSizeBytes), "luks2-keyslots-size", "size of the key-slot area (e.g. 16m)")
 }
 
 // readVolumeKeyFile reads exactly keyBits/8 bytes of a volume key file.

@@ -19,8 +19,6 @@ func (a *app) formatCommand() *cobra.Command {
 		o       volume.FormatOptions
 		key     keyFlags
 		kf      kdfFlags
-		mdSize  sizeFlag
-		ksSize  sizeFlag
 		header  string
 		offset  uint64
 		vkFile  string
@@ -43,8 +41,6 @@ func (a *app) formatCommand() *cobra.Command {
 			o.KDF = kf.options()
 			o.Hash = kf.hash
 			o.Keyslot = key.slot
-			o.MetadataSizeBytes = int64(mdSize)
-			o.KeyslotsSizeBytes = int64(ksSize)
 			o.OffsetBytes = int64(offset) * 512
 			o.HeaderFile = header
 			o.Logger = a.log
@@ -87,14 +83,8 @@ func (a *app) formatCommand() *cobra.Command {
 	fs := cmd.Flags()
 	key.register(fs)
 	kf.register(fs)
-	fs.StringVarP(&o.Cipher, "cipher", "c", "aes-xts-plain64", "cipher specification of the data")
-	fs.IntVarP(&o.KeySizeBits, "key-size", "s", 512, "volume key size in bits")
+	registerNewVolumeFlags(fs, &o)
 	fs.IntVar(&o.SectorSize, "sector-size", 0, "encryption sector size in bytes, 512–4096 (default 4096 when the device allows)")
-	fs.StringVar(&o.Label, "label", "", "label of the volume")
-	fs.StringVar(&o.Subsystem, "subsystem", "", "subsystem label of the volume")
-	fs.StringVar(&o.UUID, "uuid", "", "UUID of the volume (random by default)")
-	fs.Var(&mdSize, "luks2-metadata-size", "size of each header copy: 16k, 32k, … 4m")
-	fs.Var(&ksSize, "luks2-keyslots-size", "size of the key-slot area (e.g. 16m)")
 	fs.StringVar(&header, "header", "", "put the header in this file (detached header)")
 	fs.Uint64Var(&offset, "offset", 0, "start of the data in 512-byte sectors")
 	fs.StringVar(&vkFile, "volume-key-file", "", "use the volume key from this file instead of a random one")

@@ -30,8 +30,6 @@ func (a *app) encryptCommand() *cobra.Command {
 		key    keyFlags
 		kf     kdfFlags
 		reduce sizeFlag
-		mdSize sizeFlag
-		ksSize sizeFlag
 	)
 	cmd := &cobra.Command{
 		Use:   "encrypt [flags] (--reduce-device-size SIZE | --header FILE) DEVICE",
@@ -76,8 +74,6 @@ cryptsetup reencrypt --resume-only (after cryptsetup repair) can finish it too.`
 			o.KDF = kf.options()
 			o.Hash = kf.hash
 			o.Keyslot = key.slot
-			o.MetadataSizeBytes = int64(mdSize)
-			o.KeyslotsSizeBytes = int64(ksSize)
 			o.ReduceDeviceSizeBytes = int64(reduce)
 			o.Logger = a.log
 			pass, err := a.passphrase(key, fmt.Sprintf("Enter passphrase for %s: ", device), !resume)
@@ -103,14 +99,8 @@ cryptsetup reencrypt --resume-only (after cryptsetup repair) can finish it too.`
 	key.register(fs)
 	kf.register(fs)
 	fs.Var(&reduce, "reduce-device-size", "space at the end of the device the file system does not use; half of it makes room for the header")
-	fs.StringVarP(&o.Cipher, "cipher", "c", "aes-xts-plain64", "cipher specification of the data")
-	fs.IntVarP(&o.KeySizeBits, "key-size", "s", 512, "volume key size in bits")
+	registerNewVolumeFlags(fs, &o.FormatOptions)
 	fs.IntVar(&o.SectorSize, "sector-size", 512, "encryption sector size in bytes, 512–4096")
-	fs.StringVar(&o.Label, "label", "", "label of the volume")
-	fs.StringVar(&o.Subsystem, "subsystem", "", "subsystem label of the volume")
-	fs.StringVar(&o.UUID, "uuid", "", "UUID of the volume (random by default)")
-	fs.Var(&mdSize, "luks2-metadata-size", "size of each header copy: 16k, 32k, … 4m")
-	fs.Var(&ksSize, "luks2-keyslots-size", "size of the key-slot area")
 	fs.StringVar(&o.HeaderFile, "header", "", "detached header file: the data stays in place")
 	a.addProgressFlag(cmd)
 	a.addJSONFlag(cmd)
