@@ -53,7 +53,7 @@ func Format(ctx context.Context, path string, passphrase []byte, o FormatOptions
 		o.KeySizeBits = 512
 	}
 	if o.KeySizeBits%8 != 0 || o.KeySizeBits <= 0 || o.KeySizeBits > header.MaxKeySize*8 {
-		return nil, fmt.Errorf("%w: key size %d bits", kdf.ErrInvalidParams, o.KeySizeBits)
+		return nil, fmt.Errorf("%w: key size %d bits", ErrInvalidParams, o.KeySizeBits)
 	}
 	if o.Hash == "" {
 		o.Hash = header.DefaultHash
@@ -96,7 +96,7 @@ func Format(ctx context.Context, path string, passphrase []byte, o FormatOptions
 	defer vk.Wipe()
 	if o.VolumeKey != nil {
 		if len(o.VolumeKey) != keyLen {
-			return nil, fmt.Errorf("%w: volume key is %d bits, key size is %d", kdf.ErrInvalidParams, len(o.VolumeKey)*8, o.KeySizeBits)
+			return nil, fmt.Errorf("%w: volume key is %d bits, key size is %d", ErrInvalidParams, len(o.VolumeKey)*8, o.KeySizeBits)
 		}
 		copy(vk.Bytes(), o.VolumeKey)
 	} else if _, err := io.ReadFull(rand.Reader, vk.Bytes()); err != nil {
@@ -130,7 +130,7 @@ func Format(ctx context.Context, path string, passphrase []byte, o FormatOptions
 		return nil, fmt.Errorf("%s is %d bytes, too small for a %d-byte LUKS2 header and data: %w", path, size, seg.Offset, ErrDeviceNotFound)
 	}
 	if (size-int64(seg.Offset))%int64(seg.SectorSize) != 0 {
-		return nil, fmt.Errorf("%w: data area of %d bytes is not a multiple of the %d-byte sector size", kdf.ErrInvalidParams, size-int64(seg.Offset), seg.SectorSize)
+		return nil, fmt.Errorf("%w: data area of %d bytes is not a multiple of the %d-byte sector size", ErrInvalidParams, size-int64(seg.Offset), seg.SectorSize)
 	}
 	p, err := o.KDF.Resolve(ctx, keyLen)
 	if err != nil {

@@ -43,7 +43,7 @@ func (o KDFOptions) Resolve(ctx context.Context, keyLen int) (kdf.Params, error)
 				p.Threads = uint32(min(kdf.DefaultThreads, runtime.NumCPU()))
 			}
 		default:
-			return kdf.Params{}, fmt.Errorf("%w: unknown PBKDF %q (use argon2id, argon2i or pbkdf2)", kdf.ErrInvalidParams, o.Algorithm)
+			return kdf.Params{}, fmt.Errorf("%w: unknown PBKDF %q (use argon2id, argon2i or pbkdf2)", ErrInvalidParams, o.Algorithm)
 		}
 		if err := p.CheckNew(); err != nil {
 			return kdf.Params{}, err

@@ -201,10 +201,10 @@ func (o EncryptOptions) withDefaults() EncryptOptions {
 func startShiftJob(ctx context.Context, f *os.File, passphrase []byte, o EncryptOptions, copied bool) (*shiftJob, error) {
 	r := o.ReduceDeviceSizeBytes
 	if r <= 0 {
-		return nil, fmt.Errorf("%w: in-place encryption needs --reduce-device-size (space freed at the end of the device for the header)", kdf.ErrInvalidParams)
+		return nil, fmt.Errorf("%w: in-place encryption needs --reduce-device-size (space freed at the end of the device for the header)", ErrInvalidParams)
 	}
 	if r%(2*4096) != 0 || r/2 > maxDataShift {
-		return nil, fmt.Errorf("%w: --reduce-device-size %d must be a multiple of 8 KiB up to 2 GiB", kdf.ErrInvalidParams, r)
+		return nil, fmt.Errorf("%w: --reduce-device-size %d must be a multiple of 8 KiB up to 2 GiB", ErrInvalidParams, r)
 	}
 	shift := r / 2
 	dev, err := deviceSize(f)
@@ -223,7 +223,7 @@ func startShiftJob(ctx context.Context, f *os.File, passphrase []byte, o Encrypt
 	if fs, ok, err := ext4Size(f); err != nil {
 		return nil, err
 	} else if ok && fs > size {
-		return nil, fmt.Errorf("%w: the file system on %s is %d bytes but only %d fit after reducing the device by %d; shrink it first (resize2fs)", kdf.ErrInvalidParams, f.Name(), fs, size, r)
+		return nil, fmt.Errorf("%w: the file system on %s is %d bytes but only %d fit after reducing the device by %d; shrink it first (resize2fs)", ErrInvalidParams, f.Name(), fs, size, r)
 	}
 	o = o.withDefaults()
 	keyLen := o.KeySizeBits / 8
@@ -256,7 +256,7 @@ func (j *shiftJob) format(ctx context.Context, passphrase []byte, o EncryptOptio
 		return err
 	}
 	if h.KeyslotsEnd() > j.shift {
-		return fmt.Errorf("%w: header and key slots (%d bytes) do not fit the %d-byte shift; use a larger --reduce-device-size", kdf.ErrInvalidParams, h.KeyslotsEnd(), j.shift)
+		return fmt.Errorf("%w: header and key slots (%d bytes) do not fit the %d-byte shift; use a larger --reduce-device-size", ErrInvalidParams, h.KeyslotsEnd(), j.shift)
 	}
 	p, err := o.KDF.Resolve(ctx, j.vk.Len())
 	if err != nil {
@@ -401,7 +401,7 @@ func restartShiftJob(ctx context.Context, f *os.File, h *header.Header, secondar
 		if s := int64(*k.Area.ShiftSize); shift == 0 {
 			shift = s
 		} else if s != shift {
-			return nil, fmt.Errorf("%w: the interrupted encryption of %s moves the data by %d bytes: use --reduce-device-size %d", kdf.ErrInvalidParams, f.Name(), s, 2*s)
+			return nil, fmt.Errorf("%w: the interrupted encryption of %s moves the data by %d bytes: use --reduce-device-size %d", ErrInvalidParams, f.Name(), s, 2*s)
 		}
 		// The header names the moved segment: no comparison needed (the
 		// key slots, zeros and primary copy may all be partly written).

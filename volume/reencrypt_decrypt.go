@@ -33,7 +33,7 @@ type DecryptOptions struct {
 // is recorded there, so an interruption at any point loses nothing.
 func Decrypt(ctx context.Context, path string, passphrase []byte, o DecryptOptions) error {
 	if o.HeaderFile == "" {
-		return fmt.Errorf("%w: decryption moves the header to a file while it runs; name one with --header", kdf.ErrInvalidParams)
+		return fmt.Errorf("%w: decryption moves the header to a file while it runs; name one with --header", ErrInvalidParams)
 	}
 	f, l, err := openLocked(path)
 	if err != nil {
@@ -121,7 +121,7 @@ func startUnshiftJob(ctx context.Context, f *os.File, hfPath string, passphrase 
 	}
 	shift := int64(seg.Offset)
 	if shift < h.KeyslotsEnd() {
-		return nil, fmt.Errorf("%w: the data of %s starts at %d, inside the header area; in-place decryption of volumes with a detached header is not implemented", kdf.ErrInvalidParams, f.Name(), shift)
+		return nil, fmt.Errorf("%w: the data of %s starts at %d, inside the header area; in-place decryption of volumes with a detached header is not implemented", ErrInvalidParams, f.Name(), shift)
 	}
 	dev, err := deviceSize(f)
 	if err != nil {

@@ -25,7 +25,7 @@ import (
 // records.
 func encryptDetached(ctx context.Context, path string, passphrase []byte, o EncryptOptions) (*Volume, error) {
 	if o.ReduceDeviceSizeBytes != 0 {
-		return nil, fmt.Errorf("%w: with a detached header the data does not move: drop --reduce-device-size", kdf.ErrInvalidParams)
+		return nil, fmt.Errorf("%w: with a detached header the data does not move: drop --reduce-device-size", ErrInvalidParams)
 	}
 	f, l, err := openLocked(path)
 	if err != nil {
@@ -95,7 +95,7 @@ func startDetachedEncrypt(ctx context.Context, f, hf *os.File, passphrase []byte
 		}
 		switch {
 		case d == hf && sig != "":
-			return nil, fmt.Errorf("%w: header file %s holds a %s; name a new file", kdf.ErrInvalidParams, d.Name(), sig)
+			return nil, fmt.Errorf("%w: header file %s is not empty (it holds %s); name a new file", ErrInvalidParams, d.Name(), sig)
 		case sig == "LUKS" || sig == "LUKS2 secondary header":
 			return nil, fmt.Errorf("%s is a LUKS volume already: %w", d.Name(), ErrNotInReencryption)
 		}
@@ -110,7 +110,7 @@ func startDetachedEncrypt(ctx context.Context, f, hf *os.File, passphrase []byte
 		return nil, err
 	}
 	if dev == 0 || dev%int64(sector) != 0 {
-		return nil, fmt.Errorf("%w: %s is %d bytes, not a multiple of the %d-byte sector", kdf.ErrInvalidParams, f.Name(), dev, sector)
+		return nil, fmt.Errorf("%w: %s is %d bytes, not a multiple of the %d-byte sector", ErrInvalidParams, f.Name(), dev, sector)
 	}
 	o = o.withDefaults()
 	j := &rekeyJob{f: f, hf: hf, oldDigest: -1,
@@ -239,7 +239,7 @@ func decryptDetached(ctx context.Context, f *os.File, hfPath string, passphrase 
 		return true, err
 	}
 	if _, err := header.Read(f); err == nil {
-		return true, fmt.Errorf("%w: %s holds a LUKS header of its own: %s looks like a copy of it; to decrypt, name a header file that does not exist yet", kdf.ErrInvalidParams, f.Name(), hfPath)
+		return true, fmt.Errorf("%w: %s holds a LUKS header of its own: %s looks like a copy of it; to decrypt, name a header file that does not exist yet", ErrInvalidParams, f.Name(), hfPath)
 	}
 	var j *rekeyJob
 	switch {

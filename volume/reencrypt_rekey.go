@@ -69,7 +69,7 @@ func Reencrypt(ctx context.Context, path string, passphrase []byte, o ReencryptO
 	}
 	if hf != f {
 		if _, err := header.Read(f); err == nil {
-			return nil, fmt.Errorf("%w: %s holds a LUKS header of its own: %s looks like a copy of it (reencrypting would leave the device's header stale); drop --header", kdf.ErrInvalidParams, path, hf.Name())
+			return nil, fmt.Errorf("%w: %s holds a LUKS header of its own: %s looks like a copy of it (reencrypting would leave the device's header stale); drop --header", ErrInvalidParams, path, hf.Name())
 		}
 	}
 	var j *rekeyJob
@@ -297,7 +297,7 @@ func (j *rekeyJob) ciphers() error {
 	}
 	if j.newKey != nil {
 		if j.newC, err = crypt.New(j.newSeg.Encryption, j.newKey.Bytes(), j.newSeg.SectorSize); err != nil {
-			return fmt.Errorf("%w: cipher %s with a %d-bit key: %v", kdf.ErrInvalidParams, j.newSeg.Encryption, j.newKey.Len()*8, err)
+			return fmt.Errorf("%w: cipher %s with a %d-bit key: %v", ErrInvalidParams, j.newSeg.Encryption, j.newKey.Len()*8, err)
 		}
 	}
 	return nil
@@ -688,7 +688,7 @@ func (j *rekeyJob) checkFSBlock() error {
 		return nil
 	}
 	if bs := 1024 << binary.LittleEndian.Uint32(head[1024+24:]); bs < j.newSeg.SectorSize {
-		return fmt.Errorf("%w: the ext2/3/4 file system inside uses %d-byte blocks, smaller than the %d-byte sector size asked for: it could not be mounted", kdf.ErrInvalidParams, bs, j.newSeg.SectorSize)
+		return fmt.Errorf("%w: the ext2/3/4 file system inside uses %d-byte blocks, smaller than the %d-byte sector size asked for: it could not be mounted", ErrInvalidParams, bs, j.newSeg.SectorSize)
 	}
 	return nil
 }

@@ -31,7 +31,16 @@ var (
 	// ErrHasSignature means the device holds a file system, partition table
 	// or LUKS header that formatting would destroy.
 	ErrHasSignature = errors.New("device holds data")
+	// ErrInvalidParams means a parameter of a volume operation cannot be
+	// used (cryptsetup's exit code 1). It matches kdf.ErrInvalidParams too,
+	// so one check covers a bad KDF parameter and a bad volume parameter.
+	ErrInvalidParams error = invalidParamsError{}
 )
+
+type invalidParamsError struct{}
+
+func (invalidParamsError) Error() string        { return "invalid parameters" }
+func (invalidParamsError) Is(target error) bool { return target == kdf.ErrInvalidParams }
 
 // Volume is a LUKS volume on a block device or image file, with its header
 // read. Close releases it.
